@@ -1,0 +1,40 @@
+"""Shared CLI helpers: consoles, tables and progress bars."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+    TimeRemainingColumn
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def make_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    """A rich table; numbers are right-aligned."""
+    table = Table(title=title, show_lines=False, header_style="bold")
+    rows = [list(r) for r in rows]
+    for i, col in enumerate(columns):
+        numeric = bool(rows) and all(isinstance(r[i], (int, float)) or r[i] in ("", None, "-") for r in rows)
+        table.add_column(str(col), justify="right" if numeric else "left")
+    for row in rows:
+        table.add_row(*[_fmt(v) for v in row])
+    return table
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
+    return str(value)
+
+
+def progress(transient: bool = False) -> Progress:
+    """A rich progress bar with count, elapsed and remaining time."""
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=transient)

@@ -1,0 +1,2 @@
+"""The data layer: records, format adapters, sources, normalization, dedup, splits, buckets, features,
+references."""
