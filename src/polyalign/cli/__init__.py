@@ -10,11 +10,13 @@ import os
 import sys
 
 import typer
+from rich.text import Text
 
 from ..errors import PolyAlignError
 from .common import console, err_console
 
 app = typer.Typer(name="polyalign", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
+                  pretty_exceptions_show_locals=False,
                   help="PolyAlign: align chat models to the human response distribution of each context.")
 
 
@@ -37,6 +39,20 @@ def _register() -> None:
         module.register(app)
 
 
+@app.callback()
+def _root() -> None:
+    """PolyAlign: align chat models to the human response distribution of each context."""
+
+
+@app.command()
+def version() -> None:
+    """Print the versions of PolyAlign and the packages that determine results."""
+    from ..io import package_versions
+
+    for name, ver in package_versions().items():
+        console.print(f"{name} {ver}")
+
+
 _register()
 
 
@@ -44,22 +60,10 @@ def main() -> None:
     """Entry point: run the app, printing PolyAlign errors without a traceback (exit status 2)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app(standalone_mode=False)
+        app()
     except PolyAlignError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        err_console.print(Text("error: ", style="bold red") + Text(str(exc)))
         sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 __all__ = ["app", "main", "console"]
