@@ -22,24 +22,37 @@ TRACKED_PACKAGES = ("polyalign", "torch", "transformers", "trl", "accelerate", "
                     "scikit-learn", "jieba", "sacrebleu", "mauve-text")
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """Yield (line_number, object) for each non-blank line; raise InputError on bad UTF-8 or bad JSON."""
+def iter_jsonl(path: str | Path, *, errors: str = "raise") -> Iterator[tuple[int, Any]]:
+    """Yield (line_number, object) for each non-blank line; raise InputError on bad UTF-8 or bad JSON.
+
+    With ``errors="yield"`` a bad line yields (line_number, InputError) instead, and reading goes on.
+    """
+    if errors not in ("raise", "yield"):
+        raise ValueError(f"errors must be 'raise' or 'yield', got {errors!r}")
     path = Path(path)
     if not path.exists():
         raise InputError("file not found", file=path)
     with open(path, "rb") as fh:
         for line_no, raw in enumerate(fh, start=1):
             try:
-                text = raw.decode("utf-8")
+                text = raw.decode("utf-8-sig")  # a BOM (Windows editors) is not part of the JSON
             except UnicodeDecodeError as exc:
-                raise InputError(f"invalid UTF-8 byte at column {exc.start + 1}", file=path, line=line_no) from None
+                err = InputError(f"invalid UTF-8 byte at column {exc.start + 1}", file=path, line=line_no)
+                if errors == "raise":
+                    raise err from None
+                yield line_no, err
+                continue
             if not text.strip():
                 continue
             try:
-                yield line_no, json.loads(text)
+                obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise InputError(f"malformed JSON ({exc.msg} at column {exc.colno})", file=path,
-                                 line=line_no) from None
+                err = InputError(f"malformed JSON ({exc.msg} at column {exc.colno})", file=path, line=line_no)
+                if errors == "raise":
+                    raise err from None
+                yield line_no, err
+                continue
+            yield line_no, obj
 
 
 def read_jsonl(path: str | Path) -> list[Any]:

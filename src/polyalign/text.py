@@ -6,7 +6,8 @@ The length rule (one rule for every language, see docs/data.md):
     ``2024``, ``カタカナ`` are one token each), and an apostrophe between letters stays inside the run
     (``don't`` is one token);
   * every other visible character (punctuation, symbols, ``_``, emoji) is one token;
-  * whitespace is not counted.
+  * whitespace is not counted, nor are invisible format/control characters (zero-width space and joiner, BOM)
+    or a combining mark / variation selector that follows no letter (``❤️`` is one token, not two).
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ import regex
 
 HAN = r"\p{Han}"
 # Letters/marks/digits that are not Han; apostrophes join letter runs ("don't", "l'été").
+# A run starts with a letter or digit; marks (accents, variation selectors) only continue it.
 _WORD_NOT_HAN = r"[[\p{L}\p{M}\p{N}]--\p{Han}]"
+_WORD_START = r"[[\p{L}\p{N}]--\p{Han}]"
 LENGTH_TOKEN_RE = regex.compile(
-    rf"{HAN}|{_WORD_NOT_HAN}+(?:['’]{_WORD_NOT_HAN}+)*|[^\p{{L}}\p{{M}}\p{{N}}\s]", regex.V1)
+    rf"{HAN}|{_WORD_START}{_WORD_NOT_HAN}*(?:['’]{_WORD_NOT_HAN}+)*|[^\p{{L}}\p{{M}}\p{{N}}\p{{Cf}}\p{{Cc}}\s]",
+    regex.V1)
 _HAN_RE = regex.compile(HAN)
-_LETTER_RUN_RE = regex.compile(rf"{_WORD_NOT_HAN}+", regex.V1)
+_LETTER_RUN_RE = regex.compile(rf"{_WORD_START}{_WORD_NOT_HAN}*", regex.V1)
 _LATIN_RE = regex.compile(r"\p{Latin}")
 _INLINE_WS_RE = regex.compile(r"[^\S\n]+")
 _BLANK_LINES_RE = regex.compile(r"\n{3,}")
