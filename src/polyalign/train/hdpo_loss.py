@@ -1,0 +1,164 @@
+"""The HDPO loss as pure torch functions (no TRL): weighted sigmoid DPO with a global normalizer, a distribution
+regularizer with a gradient path (expected-distance or offset form), an SFT anchor on the chosen response, and an
+optional on-policy REINFORCE term. Formulas and the reasons behind them: docs/hdpo.md.
+
+Inputs are per pair: summed completion log-probs of the policy and the reference for chosen (+) and rejected (-),
+completion token counts |y+|, |y-|, critic distances d+, d- (constants, computed once when the pairs are built),
+and weights w. `weight_total` is the sum of w over the WHOLE optimizer step (every micro-batch on every rank),
+so that the micro-batch losses add up to the full-batch loss whatever the micro-batch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class HDPOLossParams:
+    """Hyper-parameters of `hdpo_loss` (the defaults give plain sigmoid DPO with beta = 0.1).
+
+    beta: DPO temperature. label_smoothing: conservative-DPO smoothing eps (0 = TRL's sigmoid loss).
+    reg_lambda: weight of the distribution regularizer (0 = off). reg_form: "expected" (lambda * E_p[d]) or
+    "offset" (margin inside the log-sigmoid). tau: temperature of p = sigmoid(tau * m) on the length-normalized
+    reference-relative margin m (expected form). offset_sign: +1 = ODPO convention z - lambda (d- - d+), the
+    default; -1 = the issue's literal z - lambda (d+ - d-). anchor_gamma: weight of the SFT anchor on chosen.
+    """
+
+    beta: float = 0.1
+    label_smoothing: float = 0.0
+    reg_lambda: float = 0.0
+    reg_form: Literal["expected", "offset"] = "expected"
+    tau: float = 2.0
+    offset_sign: float = 1.0
+    anchor_gamma: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.reg_lambda < 0 or self.anchor_gamma < 0:
+            raise ValueError("reg_lambda and anchor_gamma must be >= 0")
+        if self.reg_form not in ("expected", "offset"):
+            raise ValueError(f"reg_form must be 'expected' or 'offset', got {self.reg_form!r}")
+        if self.tau <= 0:
+            raise ValueError(f"tau must be > 0, got {self.tau}")
+        if self.offset_sign not in (1.0, -1.0):
+            raise ValueError(f"offset_sign must be +1 (ODPO) or -1 (issue text), got {self.offset_sign}")
+
+    def to_dict(self) -> dict[str, float | str]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def _check_total(weight_total: Tensor | float, like: Tensor) -> Tensor:
+    total = torch.as_tensor(weight_total, dtype=like.dtype, device=like.device)
+    if total.numel() != 1:
+        raise ValueError("weight_total must be a scalar (the sum of weights over the whole optimizer step)")
+    if not bool(total > 0):
+        raise ValueError(f"weight_total must be > 0, got {float(total)}")
+    return total.reshape(())
+
+
+def sigmoid_preference_loss(z: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Per-pair -(1 - eps) log sigmoid(z) - eps log sigmoid(-z) (eps = 0: the DPO sigmoid loss)."""
+    loss = -F.logsigmoid(z)
+    if label_smoothing:
+        loss = (1 - label_smoothing) * loss - label_smoothing * F.logsigmoid(-z)
+    return loss
+
+
+def preference_probability(chosen_logratios: Tensor, rejected_logratios: Tensor, chosen_lengths: Tensor,
+                           rejected_lengths: Tensor, tau: float) -> Tensor:
+    """p = sigmoid(tau * m), m = (pi+ - ref+)/|y+| - (pi- - ref-)/|y-|: the policy's preference for the chosen
+    response relative to the reference, per token. p = 0.5 whenever the policy equals the reference."""
+    m = chosen_logratios / chosen_lengths.clamp(min=1) - rejected_logratios / rejected_lengths.clamp(min=1)
+    return torch.sigmoid(tau * m)
+
+
+def hdpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_chosen_logps: Tensor,
+              ref_rejected_logps: Tensor, chosen_lengths: Tensor, rejected_lengths: Tensor, d_chosen: Tensor,
+              d_rejected: Tensor, weights: Tensor, weight_total: Tensor | float,
+              params: HDPOLossParams = HDPOLossParams()) -> tuple[Tensor, dict[str, Tensor]]:
+    """This micro-batch's share of the HDPO loss of one optimizer step, and detached metrics.
+
+    loss = [ sum_i w_i l_i + lambda sum_i w_i R_i + gamma sum_i w_i (-pi+_i / |y+_i|) ] / weight_total, where
+    l_i = -log sigmoid(z_i) (with optional label smoothing), z_i = beta [(pi+ - ref+) - (pi- - ref-)] minus, in
+    the offset form, lambda * offset_sign * (d-_i - d+_i); R_i = p_i d+_i + (1 - p_i) d-_i in the expected form.
+
+    Metrics (0-d tensors): loss, dpo, reg, anchor (their shares, summable over micro-batches), rewards/chosen,
+    rewards/rejected, rewards/margins, rewards/accuracies (unweighted micro-batch means as TRL logs them),
+    p_mean, offset_mean, d_gap_mean; per-pair vectors for per-bucket logging: pair/reward_chosen,
+    pair/reward_rejected, pair/correct.
+    """
+    lengths_c = chosen_lengths.to(policy_chosen_logps.dtype)
+    lengths_r = rejected_lengths.to(policy_chosen_logps.dtype)
+    weights = weights.to(policy_chosen_logps.dtype)
+    d_chosen = d_chosen.to(policy_chosen_logps.dtype)
+    d_rejected = d_rejected.to(policy_chosen_logps.dtype)
+    n = policy_chosen_logps.shape[0]
+    for name, t in (("policy_rejected_logps", policy_rejected_logps), ("ref_chosen_logps", ref_chosen_logps),
+                    ("ref_rejected_logps", ref_rejected_logps), ("chosen_lengths", lengths_c),
+                    ("rejected_lengths", lengths_r), ("d_chosen", d_chosen), ("d_rejected", d_rejected),
+                    ("weights", weights)):
+        if t.shape != (n,):
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected ({n},)")
+    total = _check_total(weight_total, policy_chosen_logps)
+    p_ = params
+
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps
+    z = p_.beta * (chosen_logratios - rejected_logratios)
+    d_gap = d_rejected - d_chosen  # > 0 when the chosen response is closer to human support
+    offset = torch.zeros_like(z)
+    if p_.reg_form == "offset" and p_.reg_lambda > 0:
+        offset = p_.reg_lambda * p_.offset_sign * d_gap
+    dpo = (weights * sigmoid_preference_loss(z - offset, p_.label_smoothing)).sum() / total
+
+    p = preference_probability(chosen_logratios, rejected_logratios, lengths_c, lengths_r, p_.tau)
+    reg = torch.zeros((), dtype=z.dtype, device=z.device)
+    if p_.reg_form == "expected" and p_.reg_lambda > 0:
+        expected_distance = p * d_chosen + (1 - p) * d_rejected
+        reg = p_.reg_lambda * (weights * expected_distance).sum() / total
+
+    anchor = torch.zeros((), dtype=z.dtype, device=z.device)
+    if p_.anchor_gamma > 0:
+        anchor = p_.anchor_gamma * (weights * (-policy_chosen_logps / lengths_c.clamp(min=1))).sum() / total
+
+    loss = dpo + reg + anchor
+    with torch.no_grad():
+        reward_c = p_.beta * chosen_logratios.detach()
+        reward_r = p_.beta * rejected_logratios.detach()
+        correct = (reward_c > reward_r).to(z.dtype)
+        metrics = {
+            "loss": loss.detach(), "dpo": dpo.detach(), "reg": reg.detach(), "anchor": anchor.detach(),
+            "rewards/chosen": reward_c.mean(), "rewards/rejected": reward_r.mean(),
+            "rewards/margins": (reward_c - reward_r).mean(), "rewards/accuracies": correct.mean(),
+            "p_mean": p.detach().mean(), "offset_mean": offset.detach().mean(), "d_gap_mean": d_gap.mean(),
+            "pair/reward_chosen": reward_c, "pair/reward_rejected": reward_r, "pair/correct": correct,
+        }
+    return loss, metrics
+
+
+def reinforce_loss(sample_logps: Tensor, sample_lengths: Tensor, sample_distances: Tensor,
+                   baseline: Tensor | float) -> Tensor:
+    """On-policy critic term: mean_j (d_j - b) * log pi(y_j) / |y_j| with d and b held constant (REINFORCE with a
+    baseline). Its gradient is an unbiased estimate of the gradient of E_{y ~ pi}[d(y)] (length-normalized), so
+    minimizing it moves the policy towards samples the critic finds closer to human support."""
+    advantage = (sample_distances.to(sample_logps.dtype)
+                 - torch.as_tensor(baseline, dtype=sample_logps.dtype, device=sample_logps.device)).detach()
+    return (advantage * sample_logps / sample_lengths.to(sample_logps.dtype).clamp(min=1)).mean()
+
+
+def update_baseline(baseline: float | None, distances: Tensor, momentum: float = 0.9) -> float:
+    """Exponential moving average of the sampled distances (the first call returns their mean)."""
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    mean = float(distances.detach().float().mean())
+    return mean if baseline is None else momentum * float(baseline) + (1 - momentum) * mean
