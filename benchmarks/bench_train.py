@@ -1,0 +1,416 @@
+"""Training and generation benchmarks.
+
+Sections (run all by default, or pick with --sections):
+  sft       median optimizer-step time of BucketSFTTrainer (bucket-normalized loss + DRO + per-bucket logging)
+            over TRL's SFTTrainer, same model, same batches (sequential sampler), >= 20 steps; target ratio <= 1.05
+  generate  batched generation tokens/s against one prompt at a time (same prompts, same decoding); target >= 4x
+  hdpo      median optimizer-step time of HDPOTrainer (pair weights + expected-distance regularizer + anchor) over
+            TRL's DPOTrainer, same model, same batches, reference log-probs precomputed in both, >= 20 steps; target
+            ratio <= 1.05; also HDPO without precompute, and critic scoring throughput (responses/s)
+
+Usage:
+  python benchmarks/bench_train.py                       # tiny model, synthetic or bundled data, CPU
+  python benchmarks/bench_train.py --model runs/tiny-base --data runs/data
+  python benchmarks/bench_train.py --preset gpu          # larger model/batches for a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # records_factory for synthetic data
+
+SECTIONS: dict[str, Callable[[argparse.Namespace, dict[str, Any]], dict[str, Any]]] = {}
+
+PRESETS = {
+    "cpu": {"hidden": 128, "layers": 4, "heads": 4, "vocab": 8000, "max_length": 256, "batch": 8, "steps": 30,
+            "gen_prompts": 64, "gen_batch": 32, "gen_tokens": 128},
+    "gpu": {"hidden": 768, "layers": 12, "heads": 12, "vocab": 8000, "max_length": 512, "batch": 32, "steps": 40,
+            "gen_prompts": 256, "gen_batch": 64, "gen_tokens": 128},
+}
+
+
+def section(name: str) -> Callable:
+    """Register a benchmark section."""
+    def wrap(fn: Callable) -> Callable:
+        SECTIONS[name] = fn
+        return fn
+    return wrap
+
+
+# ---- shared setup ------------------------------------------------------------------------------------------
+def load_setup(args: argparse.Namespace) -> dict[str, Any]:
+    """Records (bundled data dir or synthetic) and a model folder (given, or a fresh tiny one)."""
+    from polyalign.models.tiny import TinyModelConfig, init_tiny
+
+    if args.data:
+        from polyalign.data.build import load_records
+
+        train, val = load_records(args.data, "train"), load_records(args.data, "val")
+        source = f"data dir {args.data}"
+    else:
+        from records_factory import make_records
+
+        train, val = make_records(2000, 0), make_records(300, 1, "val")
+        source = "synthetic records (tests/records_factory.py)"
+    if args.model:
+        model_dir = Path(args.model)
+    else:
+        model_dir = Path(args.workdir) / "bench-model"
+        if not (model_dir / "config.json").exists():
+            init_tiny(train, model_dir, TinyModelConfig(vocab_size=args.vocab, hidden=args.hidden,
+                                                        layers=args.layers, heads=args.heads,
+                                                        max_positions=max(1024, args.max_length * 2)))
+    return {"train": train, "val": val, "model_dir": model_dir, "data_source": source}
+
+
+class StepTimer:
+    """TrainerCallback timing each optimizer step (on_step_begin → on_step_end)."""
+
+    def __new__(cls):
+        from transformers import TrainerCallback
+
+        class _Timer(TrainerCallback):
+            def __init__(self) -> None:
+                self.times: list[float] = []
+                self._t = 0.0
+
+            def on_step_begin(self, args, state, control, **kw):  # noqa: ANN001
+                _sync()
+                self._t = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
+                _sync()
+                self.times.append(time.perf_counter() - self._t)
+
+        return _Timer()
+
+
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+# ---- SFT step time -------------------------------------------------------------------------------------------
+@section("sft")
+def bench_sft(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from polyalign.models.loading import load_tokenizer
+    from polyalign.train.bucket_trainer import BalanceSettings, BucketSFTTrainer
+    from polyalign.train.examples import build_sft_examples, bucket_vocabulary, random_subset
+
+    tokenizer = load_tokenizer(setup["model_dir"], padding_side="right")
+    records = random_subset(setup["train"], args.batch * (args.steps + 2), args.seed)
+    names = bucket_vocabulary(setup["train"])
+    examples, _ = build_sft_examples(records, tokenizer, {b: i for i, b in enumerate(names)},
+                                     max_length=args.max_length)
+    ours_ds = Dataset.from_list(examples)
+    trl_ds = ours_ds.remove_columns(["bucket_id", "bucket_index"])
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+    def run(kind: str) -> list[float]:
+        model = AutoModelForCausalLM.from_pretrained(setup["model_dir"])
+        cfg = SFTConfig(output_dir=str(Path(args.workdir) / f"sft-{kind}"), bf16=bf16, gradient_checkpointing=False,
+                        save_strategy="no", report_to="none", max_length=args.max_length, learning_rate=1e-4,
+                        per_device_train_batch_size=args.batch, max_steps=args.steps, logging_steps=10,
+                        disable_tqdm=True, seed=args.seed, train_sampling_strategy="sequential",
+                        dataloader_pin_memory=torch.cuda.is_available())
+        timer = StepTimer()
+        if kind == "trl":
+            trainer = SFTTrainer(model=model, args=cfg, train_dataset=trl_ds, processing_class=tokenizer,
+                                 callbacks=[timer])
+        else:
+            trainer = BucketSFTTrainer(model=model, args=cfg, train_dataset=ours_ds, processing_class=tokenizer,
+                                       callbacks=[timer], bucket_names=names,
+                                       balance=BalanceSettings(normalize=True, dro=True))
+        from polyalign.train.sft import quiet_console_logs
+
+        quiet_console_logs(trainer)
+        trainer.train()
+        return timer.times[args.warmup:]
+
+    rounds: dict[str, list[float]] = {"trl": [], "bucket": []}
+    for _ in range(args.rounds):  # alternate to spread machine noise over both
+        for kind in ("trl", "bucket"):
+            rounds[kind].append(statistics.median(run(kind)))
+    trl_med, ours_med = statistics.median(rounds["trl"]), statistics.median(rounds["bucket"])
+    tokens = sum(len(tokenizer.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=True,
+                                                   return_dict=True)["input_ids"])
+                 for ex in examples[:args.batch * args.steps])
+    return {"steps_timed": args.steps - args.warmup, "rounds": args.rounds, "batch": args.batch,
+            "max_length": args.max_length, "trl_median_step_s": round(trl_med, 4),
+            "bucket_median_step_s": round(ours_med, 4), "ratio_bucket_over_trl": round(ours_med / trl_med, 4),
+            "per_round_trl": [round(x, 4) for x in rounds["trl"]],
+            "per_round_bucket": [round(x, 4) for x in rounds["bucket"]],
+            "train_tokens_per_s_bucket": round(tokens / (ours_med * args.steps), 1), "target": "ratio <= 1.05"}
+
+
+# ---- generation throughput -----------------------------------------------------------------------------------
+@section("generate")
+def bench_generate(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]:
+    from polyalign.generate import DecodingConfig, generate_texts, render_prompts
+    from polyalign.models.chat import prompt_messages
+    from polyalign.models.loading import load_causal_lm, load_tokenizer
+    from polyalign.train.examples import random_subset
+
+    tokenizer = load_tokenizer(setup["model_dir"])
+    model = load_causal_lm(setup["model_dir"])
+    records = random_subset(setup["val"], args.gen_prompts, args.seed)
+    decoding = DecodingConfig(max_new_tokens=args.gen_tokens, do_sample=True, seed=args.seed,
+                              batch_size=args.gen_batch, max_prompt_tokens=args.max_length)
+    texts, lengths, _ = render_prompts(tokenizer, [prompt_messages(r) for r in records], args.max_length)
+    order = sorted(range(len(texts)), key=lambda i: -lengths[i])  # as generate_predictions batches them
+    texts = [texts[i] for i in order]
+    generate_texts(model, tokenizer, texts[:2], decoding)  # warm-up
+
+    def timed(batch_size: int) -> tuple[int, float]:
+        tokens, seconds = 0, 0.0
+        for start in range(0, len(texts), batch_size):
+            _, stats = generate_texts(model, tokenizer, texts[start:start + batch_size], decoding)
+            tokens += stats.new_tokens
+            seconds += stats.seconds
+        return tokens, seconds
+
+    b_tokens, b_seconds = timed(args.gen_batch)
+    s_tokens, s_seconds = timed(1)
+    batched, single = b_tokens / b_seconds, s_tokens / s_seconds
+    return {"prompts": len(texts), "max_new_tokens": args.gen_tokens, "batch_size": args.gen_batch,
+            "device": str(model.device), "batched_tokens_per_s": round(batched, 1),
+            "one_at_a_time_tokens_per_s": round(single, 1), "speedup": round(batched / single, 2),
+            "batched_new_tokens": b_tokens, "single_new_tokens": s_tokens, "target": "speedup >= 4"}
+
+
+
+# ---- HDPO step time ------------------------------------------------------------------------------------------
+def bench_pair_rows(records: list[Any], n: int, seed: int) -> list[dict[str, Any]]:
+    """pairs.jsonl-shaped rows: chosen = a record's human response, rejected = another record's response of the
+    same language, distances and weights that vary from pair to pair (as pairs build would give them)."""
+    import random
+
+    from polyalign.models.chat import prompt_messages
+
+    rng = random.Random(seed)
+    by_language: dict[str, list[Any]] = {}
+    for r in records:
+        by_language.setdefault(r.language, []).append(r)
+    rows = []
+    for i, r in enumerate(rng.sample(records, min(n, len(records)))):
+        other = rng.choice(by_language[r.language])
+        if other.response == r.response:
+            continue
+        d_c, d_r = rng.uniform(0, 1), rng.uniform(0.3, 4)
+        rows.append({"id": f"bench-{i}", "record_id": r.id, "pair_type": "human_over_model",
+                     "bucket_id": r.bucket_id, "language": r.language, "prompt": prompt_messages(r),
+                     "chosen": r.response, "rejected": other.response, "d_chosen": d_c, "d_rejected": d_r,
+                     "weight": min(3.0, max(0.5, 1 + max(0.0, d_r - d_c) * 0.5))})
+    return rows
+
+
+class StepIntervalTimer:
+    """TrainerCallback: wall time between consecutive optimizer-step ends (the whole loop: fetching the
+    micro-batches, the step statistics' all-reduce, forward/backward, optimizer, logging)."""
+
+    def __new__(cls):
+        from transformers import TrainerCallback
+
+        class _Timer(TrainerCallback):
+            def __init__(self) -> None:
+                self.times: list[float] = []
+                self._t: float | None = None
+
+            def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001
+                _sync()
+                self._t = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
+                _sync()
+                now = time.perf_counter()
+                self.times.append(now - self._t)
+                self._t = now
+
+        return _Timer()
+
+
+def critic_for_bench(args: argparse.Namespace, setup: dict[str, Any]) -> tuple[Any, str]:
+    """The critic to time: --critic BUNDLE, or a learned critic fitted here on human vs model-like text."""
+    if args.critic:
+        from polyalign.critic.model import load_critic
+
+        return load_critic(args.critic, allow_weak=True), f"bundle {args.critic}"
+    import random
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_critic import model_like
+
+    from polyalign.critic.distance import bucket_stats_from_matrix, group_rows
+    from polyalign.critic.featurize import linguistic_feature_names, linguistic_features
+    from polyalign.critic.fit import CriticConfig, assemble_critic_data, fit_critic_data
+
+    records = [r.to_dict() for r in setup["train"][:3000]]
+    rng = random.Random(args.seed)
+    preds = [{"id": r["id"], "prediction": model_like(r["response"], r["language"], rng)} for r in records]
+    human_x = linguistic_features([r["response"] for r in records], [r["language"] for r in records])
+    buckets = [r["bucket_id"] for r in records]
+    stats = {b: bucket_stats_from_matrix(x) for b, x in group_rows(human_x, buckets).items() if len(x) >= 2}
+    data = assemble_critic_data(records, human_x, preds, linguistic_features)
+    critic, _ = fit_critic_data(data, stats, CriticConfig(data="unused", out="unused", seed=args.seed,
+                                                          baseline=False), linguistic_feature_names())
+    return critic, "learned critic fitted on the bench records (human vs model-like text)"
+
+
+@section("hdpo")
+def bench_hdpo(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]:
+    """HDPOTrainer (pair weights + expected-distance regularizer + anchor ON) over TRL's DPOTrainer, same model,
+    same batches (sequential sampler), reference log-probs precomputed in both; then HDPO without precompute
+    (reference forward every step), and critic scoring throughput."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    os.environ["TQDM_DISABLE"] = "1"  # TRL's reference-precompute progress bar
+
+    from polyalign.models.loading import load_tokenizer
+    from polyalign.train.hdpo import build_pair_examples
+    from polyalign.train.hdpo_loss import HDPOLossParams
+    from polyalign.train.hdpo_trainer import PAIR_COLUMNS, HDPOSettings, HDPOTrainer
+    from polyalign.train.sft import quiet_console_logs
+
+    tokenizer = load_tokenizer(setup["model_dir"], padding_side="right")
+    rows = bench_pair_rows(setup["train"], args.batch * (args.steps + 2), args.seed)
+    buckets = sorted({r["bucket_id"] for r in rows})
+    languages = sorted({r["language"] for r in rows})
+    examples, _ = build_pair_examples(rows, tokenizer, {b: i for i, b in enumerate(buckets)},
+                                      {lang: i for i, lang in enumerate(languages)}, max_length=args.max_length)
+    from datasets import Dataset
+
+    ours_ds = Dataset.from_list(examples)
+    trl_ds = ours_ds.remove_columns(list(PAIR_COLUMNS))
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    settings = HDPOSettings(loss=HDPOLossParams(beta=0.1, reg_lambda=0.5, reg_form="expected", anchor_gamma=0.05),
+                            use_weights=True)
+
+    def run(kind: str, precompute: bool = True) -> tuple[list[float], list[float], float]:
+        model = AutoModelForCausalLM.from_pretrained(setup["model_dir"])
+        cfg = DPOConfig(output_dir=str(Path(args.workdir) / f"dpo-{kind}"), bf16=bf16, gradient_checkpointing=False,
+                        save_strategy="no", report_to="none", max_length=args.max_length, learning_rate=1e-5,
+                        per_device_train_batch_size=args.batch, max_steps=args.steps, logging_steps=10,
+                        disable_tqdm=True, seed=args.seed, train_sampling_strategy="sequential",
+                        precompute_ref_log_probs=precompute, dataloader_pin_memory=torch.cuda.is_available())
+        ref = None if precompute else AutoModelForCausalLM.from_pretrained(setup["model_dir"])
+        timer, interval = StepTimer(), StepIntervalTimer()
+        started = time.perf_counter()
+        if kind == "trl":
+            trainer = DPOTrainer(model=model, ref_model=ref, args=cfg, train_dataset=trl_ds,
+                                 processing_class=tokenizer, callbacks=[timer, interval])
+        else:
+            trainer = HDPOTrainer(model=model, ref_model=ref, args=cfg, train_dataset=ours_ds,
+                                  processing_class=tokenizer, callbacks=[timer, interval], bucket_names=buckets,
+                                  language_names=languages, hdpo=settings)
+        setup_s = time.perf_counter() - started  # includes tokenization and the reference precompute
+        quiet_console_logs(trainer)
+        trainer.train()
+        return timer.times[args.warmup:], interval.times[args.warmup:], setup_s
+
+    rounds: dict[str, list[float]] = {"trl": [], "hdpo": [], "trl_interval": [], "hdpo_interval": []}
+    setup_times: dict[str, list[float]] = {"trl": [], "hdpo": []}
+    for _ in range(args.rounds):  # alternate to spread machine noise over both
+        for kind in ("trl", "hdpo"):
+            steps, intervals, setup_s = run(kind)
+            rounds[kind].append(statistics.median(steps))
+            rounds[f"{kind}_interval"].append(statistics.median(intervals))
+            setup_times[kind].append(setup_s)
+    no_pre_steps, _, no_pre_setup = run("hdpo", precompute=False)
+    trl_med, ours_med = statistics.median(rounds["trl"]), statistics.median(rounds["hdpo"])
+    trl_int, ours_int = statistics.median(rounds["trl_interval"]), statistics.median(rounds["hdpo_interval"])
+
+    critic, critic_source = critic_for_bench(args, setup)
+    texts = [t for r in rows for t in (r["chosen"], r["rejected"])]
+    langs = [r["language"] for r in rows for _ in range(2)]
+    bids = [r["bucket_id"] for r in rows for _ in range(2)]
+    critic.score(texts[:64], langs[:64], bids[:64], unknown="pooled")  # warm-up
+    t0 = time.perf_counter()
+    critic.score(texts, langs, bids, unknown="pooled")
+    critic_s = time.perf_counter() - t0
+    return {"steps_timed": args.steps - args.warmup, "rounds": args.rounds, "batch_pairs": args.batch,
+            "max_length": args.max_length, "hdpo_terms": "weights + reg(expected, lambda 0.5) + anchor(0.05)",
+            "trl_median_step_s": round(trl_med, 4), "hdpo_median_step_s": round(ours_med, 4),
+            "ratio_hdpo_over_trl": round(ours_med / trl_med, 4),
+            "trl_median_interval_s": round(trl_int, 4), "hdpo_median_interval_s": round(ours_int, 4),
+            "ratio_interval_hdpo_over_trl": round(ours_int / trl_int, 4),
+            "per_round_trl": [round(x, 4) for x in rounds["trl"]],
+            "per_round_hdpo": [round(x, 4) for x in rounds["hdpo"]],
+            "setup_s_with_precompute": {k: [round(x, 2) for x in v] for k, v in setup_times.items()},
+            "hdpo_no_precompute_median_step_s": round(statistics.median(no_pre_steps), 4),
+            "hdpo_no_precompute_setup_s": round(no_pre_setup, 2),
+            "critic": critic_source, "critic_responses_scored": len(texts),
+            "critic_responses_per_s": round(len(texts) / critic_s, 1), "target": "ratio <= 1.05"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--model", help="model folder (default: build a tiny one)")
+    parser.add_argument("--data", help="data directory (default: synthetic records)")
+    parser.add_argument("--workdir", help="scratch folder (default: a temp dir)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating timing rounds per trainer")
+    parser.add_argument("--warmup", type=int, default=5, help="steps excluded from the median")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--critic", help="critic bundle for the HDPO section's scoring throughput (default: fit "
+                                         "a small one on the bench records)")
+    for key, value in PRESETS["cpu"].items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=None)
+    args = parser.parse_args()
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.steps < 20 + args.warmup:
+        parser.error("--steps must leave at least 20 timed steps after --warmup")
+
+    import torch
+
+    from polyalign.cli.train import quiet_library_output
+
+    quiet_library_output()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        args.workdir = args.workdir or tmp
+        setup = load_setup(args)
+        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU x{torch.get_num_threads()} threads"
+        header = {"device": device, "preset": args.preset, "model": str(setup["model_dir"]) if args.model else
+                  f"tiny (hidden {args.hidden}, {args.layers} layers, vocab {args.vocab})",
+                  "data": setup["data_source"], "load_average": os.getloadavg()[0]}
+        print(json.dumps(header))
+        results: dict[str, Any] = {"header": header}
+        for name in [s.strip() for s in args.sections.split(",") if s.strip()]:
+            if name not in SECTIONS:
+                parser.error(f"unknown section {name!r}")
+            started = time.time()
+            results[name] = SECTIONS[name](args, setup)
+            results[name]["wall_s"] = round(time.time() - started, 1)
+            print(json.dumps({name: results[name]}))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""`polyalign generate`: batched generation with one shared decoding config (top-level verb)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import console, progress
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `generate` verb to the root app."""
+
+    @app.command("generate")
+    def generate(
+            model: str = typer.Option(..., "--model", help="model folder or Hub id"),
+            records: str = typer.Option(..., "--records", help="DATA_DIR[:split] (default split: test) or a "
+                                                              "JSONL file of records (e.g. suite/items.jsonl)"),
+            out: Path = typer.Option(..., "--out", "-o", help="output folder (predictions.jsonl, manifest.json)"),
+            config: Path | None = typer.Option(None, "--config", help="decoding config YAML (DecodingConfig)"),
+            set_: list[str] = typer.Option([], "--set", help="override a decoding key, e.g. --set num_samples=2"),
+            profile: bool = typer.Option(False, "--profile", help="profile system prompt (language, track, "
+                                                                 "family), as used in training"),
+            limit: int | None = typer.Option(None, "--limit", help="only the first N records"),
+            backend: str = typer.Option("auto", "--backend", help="auto | transformers | vllm"),
+            device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:i]"),
+            quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar")) -> None:
+        """Generate responses for records with the chat template, batched with left padding, seeded and
+        resumable (rows already in OUT/predictions.jsonl are skipped).
+
+        Example: [bold]polyalign generate --model runs/bucket_sft --records runs/data:test --out runs/gen/bucket_sft[/bold]
+        """
+        from ..config import load_config, parse_override, validate_config
+        from ..generate import DecodingConfig, generate_predictions, load_records_arg
+        from ..io import read_json
+        from ..models.loading import check_model_source
+
+        overrides = parse_override(set_) if set_ else {}
+        decoding = (load_config(config, DecodingConfig, overrides or None) if config
+                    else validate_config(overrides, DecodingConfig))
+        check_model_source(model)
+        from .train import quiet_library_output
+
+        quiet_library_output()
+        items, described = load_records_arg(records)
+        if limit is not None:
+            items = items[:limit]
+        if quiet:
+            path = generate_predictions(model, items, out, decoding, profile=profile, backend=backend, device=device)
+        else:
+            with progress() as bar:
+                task = bar.add_task(f"generating ({described})", total=len(items))
+                path = generate_predictions(model, items, out, decoding, profile=profile, backend=backend,
+                                            device=device, on_batch=lambda done, total: bar.update(
+                                                task, completed=done, total=total))
+        manifest = read_json(out / "manifest.json")
+        console.print(f"{manifest['n_rows']} predictions in [bold]{path}[/bold] "
+                      f"({manifest['n_generated_now']} new, {manifest['tokens_per_second']} tokens/s)")

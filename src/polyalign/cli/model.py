@@ -1,0 +1,95 @@
+"""`polyalign model ...`: build the tiny local base model and pretrain it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import console, err_console
+
+app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
+                  help="Build and pretrain the tiny local stand-in base model (any HF causal LM works later).")
+
+
+def _data_inputs(data: Path) -> dict[str, str]:
+    from ..io import sha256_file
+
+    path = data / "records" / "train.jsonl"
+    return {"train_records": sha256_file(path)} if path.exists() else {}
+
+
+@app.command("init-tiny")
+def init_tiny_cmd(
+        data: Path = typer.Option(..., "--data", help="data directory from `polyalign data build`"),
+        out: Path = typer.Option(..., "--out", "-o", help="output model folder"),
+        vocab_size: int = typer.Option(8000, help="BPE vocabulary size"),
+        hidden: int = typer.Option(128, help="hidden size"),
+        layers: int = typer.Option(4, help="transformer layers"),
+        heads: int = typer.Option(4, help="attention heads"),
+        kv_heads: int | None = typer.Option(None, help="key/value heads (default: heads)"),
+        intermediate: int | None = typer.Option(None, help="MLP width (default 8/3 x hidden)"),
+        max_positions: int = typer.Option(1024, help="longest sequence"),
+        seed: int = typer.Option(0, help="initialization seed")) -> None:
+    """Train a byte-level BPE tokenizer on the train split (EN and ZH) with a ChatML chat template, and build a
+    small randomly initialized Llama-style causal LM for it.
+
+    Example: [bold]polyalign model init-tiny --data runs/data --out runs/tiny-init[/bold]
+    """
+    from ..data.build import load_records
+    from ..models.tiny import TinyModelConfig, init_tiny
+    from ..config import validate_config
+
+    cfg = validate_config(dict(vocab_size=vocab_size, hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads,
+                               intermediate=intermediate, max_positions=max_positions, seed=seed), TinyModelConfig)
+    from .train import quiet_library_output
+
+    quiet_library_output()
+    records = load_records(data, "train")
+    path = init_tiny(records, out, cfg, inputs=_data_inputs(data))
+    from ..io import read_json
+
+    manifest = read_json(path / "manifest.json")
+    console.print(f"tiny model ({manifest['n_parameters'] / 1e6:.2f}M parameters, vocabulary "
+                  f"{manifest['vocab_size']}) written to [bold]{path}[/bold]")
+
+
+@app.command("pretrain")
+def pretrain_cmd(
+        data: Path = typer.Option(..., "--data", help="data directory from `polyalign data build`"),
+        model: str = typer.Option(..., "--model", help="model folder or Hub id to start from"),
+        out: Path = typer.Option(..., "--out", "-o", help="output model folder"),
+        max_steps: int | None = typer.Option(None, "--max-steps", help="optimizer steps (overrides the config)"),
+        config: Path | None = typer.Option(None, "--config", help="pretrain config YAML "
+                                                                 "(configs/train/pretrain.yaml)"),
+        set_: list[str] = typer.Option([], "--set", help="override a config key, e.g. --set batch_size=8"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar")) -> None:
+    """Short causal-LM pretraining on the train split's human text (packed blocks, both languages), so the base
+    model writes language-like text before SFT.
+
+    Example: [bold]polyalign model pretrain --data runs/data --model runs/tiny-init --out runs/tiny-base --max-steps 150[/bold]
+    """
+    from ..config import load_config, parse_override, validate_config
+    from ..data.build import load_records
+    from ..models.loading import check_model_source
+    from ..models.pretrain import PretrainConfig, pretrain
+    from .train import quiet_library_output, rich_progress_callback
+
+    overrides = parse_override(set_) if set_ else {}
+    if max_steps is not None:
+        overrides["max_steps"] = max_steps
+    cfg = (load_config(config, PretrainConfig, overrides or None) if config
+           else validate_config(overrides, PretrainConfig))
+    check_model_source(model)
+    quiet_library_output()
+    records = load_records(data, "train")
+    path = pretrain(model, records, out, cfg, callbacks=[] if quiet else [rich_progress_callback()],
+                    inputs=_data_inputs(data), log=None if quiet else (lambda m: err_console.print(f"[dim]{m}[/dim]")))
+    from ..io import read_json
+
+    manifest = read_json(path / "manifest.json")
+    curve = manifest.get("loss_curve") or []
+    if curve:
+        console.print(f"loss {curve[0]['loss']:.3f} (step {curve[0]['step']}) → {curve[-1]['loss']:.3f} "
+                      f"(step {curve[-1]['step']}), {manifest.get('wall_time_s')} s")
+    console.print(f"pretrained model written to [bold]{path}[/bold]")
