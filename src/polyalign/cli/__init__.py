@@ -29,6 +29,11 @@ def _register() -> None:
                 raise
             continue
         app.add_typer(module.app, name=name)
+    try:  # adds `train dpo` / `train hdpo` to the train group
+        __import__(f"{__name__}.preference")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.preference":
+            raise
     for name in ("generate", "evaluate", "pipeline"):
         try:
             module = __import__(f"{__name__}.{name}", fromlist=["register"])

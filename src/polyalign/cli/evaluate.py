@@ -127,9 +127,16 @@ def compare(
     Example: polyalign compare runs/eval/base runs/eval/sft runs/eval/bsft runs/eval/dpo runs/eval/hdpo
              --names base,SFT,Bucket-SFT,DPO,HDPO --out runs/compare
     """
-    from ..eval.compare import compare_runs, table_rows
+    from ..eval.compare import compare_runs
 
     result = compare_runs(runs, out, names=names.split(",") if names else None)
+    print_comparison(result, out)
+
+
+def print_comparison(result: dict[str, Any], out: Path) -> None:
+    """Print a comparison (from compare_runs) as one table and the path of its report."""
+    from ..eval.compare import table_rows
+
     header, rows = table_rows(result["tables"]["overall"], result["metrics"])
     # printed transposed (one row per metric) so that five methods fit a terminal; the reports are method × metric
     columns = [row[0] for row in rows]

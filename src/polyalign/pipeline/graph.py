@@ -1,0 +1,205 @@
+"""A small stage graph: run stages in dependency order, skip the ones whose inputs did not change, and resume
+the one that was interrupted.
+
+Each stage writes into its own work directory. The cache key of a stage is a hash of its name, its config, the
+keys of the stages it depends on and the hashes of its external inputs (files). A stage whose output directory
+holds a stage record (``stage.json``, next to the artifact's own manifest.json) with the same key is skipped. A stage runs in ``<root>/.<name>.partial``; when it finishes the
+directory is renamed to ``<root>/<name>``. A resumable stage (training) keeps its partial directory across a kill
+when the key is unchanged, so it can continue from its last checkpoint; a non-resumable stage starts clean.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..io import make_manifest, read_json, sha256_file, sha256_json, write_json
+
+STAGE_RECORD = "stage.json"
+KEY_FILE = ".stage_key"
+
+
+@dataclass
+class StageContext:
+    """What a running stage sees: its work directory, the output directories of its dependencies, and whether it
+    resumes an interrupted run."""
+
+    name: str
+    work_dir: Path
+    deps: dict[str, Path]
+    config: Any
+    resuming: bool
+    log: Callable[[str], None]
+
+
+@dataclass
+class Stage:
+    """One node of the graph. `run(ctx)` writes the stage's artifacts into `ctx.work_dir` and may return a dict
+    that is stored in the stage manifest (e.g. metrics)."""
+
+    name: str
+    run: Callable[[StageContext], dict[str, Any] | None]
+    deps: tuple[str, ...] = ()
+    config: Any = None
+    inputs: tuple[Path, ...] = ()
+    resumable: bool = False
+    description: str = ""
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str  # "ran" | "cached" | "resumed"
+    seconds: float
+    out_dir: Path
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def topological_order(stages: Sequence[Stage]) -> list[Stage]:
+    """Stages sorted so that every stage comes after its dependencies; errors on unknown deps or cycles."""
+    by_name = {s.name: s for s in stages}
+    if len(by_name) != len(stages):
+        raise ConfigError("two stages share a name")
+    for s in stages:
+        for d in s.deps:
+            if d not in by_name:
+                raise ConfigError(f"stage '{s.name}' depends on unknown stage '{d}'")
+    order: list[Stage] = []
+    state: dict[str, int] = {}
+
+    def visit(s: Stage, chain: tuple[str, ...]) -> None:
+        if state.get(s.name) == 2:
+            return
+        if state.get(s.name) == 1:
+            raise ConfigError(f"stage cycle: {' -> '.join(chain + (s.name,))}")
+        state[s.name] = 1
+        for d in s.deps:
+            visit(by_name[d], chain + (s.name,))
+        state[s.name] = 2
+        order.append(s)
+
+    for s in stages:
+        visit(s, ())
+    return order
+
+
+def select(stages: Sequence[Stage], targets: Iterable[str] | None) -> list[Stage]:
+    """The stages needed to produce `targets` (all stages when None), in dependency order."""
+    ordered = topological_order(stages)
+    if targets is None:
+        return ordered
+    by_name = {s.name: s for s in stages}
+    targets = list(targets)
+    unknown = [t for t in targets if t not in by_name]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; known stages: {', '.join(by_name)}")
+    needed: set[str] = set()
+    stack = list(targets)
+    while stack:
+        name = stack.pop()
+        if name not in needed:
+            needed.add(name)
+            stack.extend(by_name[name].deps)
+    return [s for s in ordered if s.name in needed]
+
+
+class Pipeline:
+    """Runs a list of stages under one root directory with caching and resume."""
+
+    def __init__(self, stages: Sequence[Stage], root: str | Path, log: Callable[[str], None] = print):
+        self.stages = list(stages)
+        self.root = Path(root)
+        self.log = log
+        topological_order(self.stages)  # validate early
+
+    def out_dir(self, name: str) -> Path:
+        return self.root / name
+
+    def partial_dir(self, name: str) -> Path:
+        return self.root / f".{name}.partial"
+
+    def keys(self, stages: Sequence[Stage] | None = None) -> dict[str, str]:
+        """The cache key of every stage (a hash of config, dependency keys and input file hashes)."""
+        keys: dict[str, str] = {}
+        file_hashes: dict[Path, str] = {}
+        for s in topological_order(stages or self.stages):
+            inputs = {}
+            for p in s.inputs:
+                p = Path(p)
+                if p not in file_hashes:
+                    file_hashes[p] = sha256_file(p) if p.is_file() else sha256_json(str(p))
+                inputs[str(p)] = file_hashes[p]
+            keys[s.name] = sha256_json({"stage": s.name, "config": s.config, "deps": {d: keys[d] for d in s.deps},
+                                        "inputs": inputs})
+        return keys
+
+    def cached_key(self, name: str) -> str | None:
+        record = self.out_dir(name) / STAGE_RECORD
+        if not record.exists():
+            return None
+        try:
+            return read_json(record).get("cache_key")
+        except Exception:
+            return None
+
+    def status(self, targets: Iterable[str] | None = None) -> dict[str, str]:
+        """For each selected stage: 'cached' if its output is up to date, else 'stale'."""
+        stages = select(self.stages, targets)
+        keys = self.keys(self.stages)
+        return {s.name: ("cached" if self.cached_key(s.name) == keys[s.name] else "stale") for s in stages}
+
+    def run(self, targets: Iterable[str] | None = None, force: Iterable[str] = ()) -> list[StageResult]:
+        """Run the selected stages in order; skip up-to-date ones; return what happened to each."""
+        stages = select(self.stages, targets)
+        force = set(force)
+        unknown = force - {s.name for s in self.stages}
+        if unknown:
+            raise ConfigError(f"unknown stage(s) to force: {sorted(unknown)}")
+        keys = self.keys(self.stages)
+        self.root.mkdir(parents=True, exist_ok=True)
+        results: list[StageResult] = []
+        for stage in stages:
+            out = self.out_dir(stage.name)
+            key = keys[stage.name]
+            if stage.name not in force and self.cached_key(stage.name) == key:
+                self.log(f"[skip] {stage.name}: up to date ({out})")
+                results.append(StageResult(stage.name, "cached", 0.0, out))
+                continue
+            results.append(self._run_stage(stage, key))
+        return results
+
+    def _run_stage(self, stage: Stage, key: str) -> StageResult:
+        out = self.out_dir(stage.name)
+        partial = self.partial_dir(stage.name)
+        resuming = False
+        if partial.exists():
+            key_file = partial / KEY_FILE
+            same = key_file.exists() and key_file.read_text().strip() == key
+            if stage.resumable and same:
+                resuming = True
+            else:
+                shutil.rmtree(partial)
+        partial.mkdir(parents=True, exist_ok=True)
+        (partial / KEY_FILE).write_text(key)
+        self.log(f"[{'resume' if resuming else 'run'}] {stage.name}" +
+                 (f": {stage.description}" if stage.description else ""))
+        started = time.time()
+        ctx = StageContext(name=stage.name, work_dir=partial, deps={d: self.out_dir(d) for d in stage.deps},
+                           config=stage.config, resuming=resuming, log=self.log)
+        summary = stage.run(ctx) or {}
+        (partial / KEY_FILE).unlink(missing_ok=True)
+        write_json(partial / STAGE_RECORD, make_manifest(
+            stage=stage.name, config=stage.config, started=started, inputs={d: str(p) for d, p in ctx.deps.items()},
+            extra={"cache_key": key, "summary": summary, "resumed": resuming}))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(partial, out)
+        seconds = time.time() - started
+        self.log(f"[done] {stage.name} in {seconds:.1f}s")
+        return StageResult(stage.name, "resumed" if resuming else "ran", seconds, out, summary)

@@ -1,0 +1,36 @@
+"""`polyalign run CONFIG.yaml`: load a pipeline config, check it, and run its stage graph."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ..config import load_config
+from .config import PipelineConfig
+from .graph import Pipeline, StageResult
+from .stages import Wiring, build_stages, unknown_stage_error
+
+
+def load_pipeline(config_path: str | Path, overrides: dict[str, Any] | None = None,
+                  log: Callable[[str], None] = print) -> tuple[Wiring, Pipeline]:
+    """Validate the config and every stage's settings (before any work) and build the pipeline."""
+    config_path = Path(config_path)
+    config = load_config(config_path, PipelineConfig, overrides)
+    wiring = Wiring(config, config_path)
+    wiring.preflight()
+    return wiring, Pipeline(build_stages(wiring), wiring.root, log=log)
+
+
+def run_pipeline(config_path: str | Path, *, targets: Iterable[str] | None = None, force: Iterable[str] = (),
+                 overrides: dict[str, Any] | None = None,
+                 log: Callable[[str], None] = print) -> tuple[Wiring, list[StageResult]]:
+    """Run (or skip, when up to date) the stages needed for `targets` (all by default)."""
+    wiring, pipeline = load_pipeline(config_path, overrides, log)
+    targets = list(targets or []) or wiring.config.stages
+    known = [s.name for s in pipeline.stages]
+    asked = list(targets or []) + list(force)
+    unknown = [t for t in asked if t not in known]
+    if unknown:
+        raise unknown_stage_error(unknown, known)
+    return wiring, pipeline.run(list(targets) if targets else None, force=force)
