@@ -31,6 +31,8 @@ class SuiteSection(StrictModel):
 
     cap_per_bucket: int = Field(50, ge=1, description="Items per bucket at most.")
     ref_pool: int = Field(300, ge=10, description="Train human responses per bucket in the reference pool.")
+    seed: int = Field(0, description="Seed of the item draw; kept apart from the training seed so that every "
+                                     "seed of an experiment is scored on the same suite.")
 
 
 class SamplesSection(StrictModel):

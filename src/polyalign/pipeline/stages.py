@@ -226,7 +226,7 @@ def _suite(w: Wiring):
         from ..eval.suite import build_suite
 
         s = w.config.suite
-        build_suite(ctx.deps["data"], ctx.work_dir, cap_per_bucket=s.cap_per_bucket, seed=w.config.seed,
+        build_suite(ctx.deps["data"], ctx.work_dir, cap_per_bucket=s.cap_per_bucket, seed=s.seed,
                     ref_pool=s.ref_pool)
         manifest = read_json(ctx.work_dir / "manifest.json")
         return {k: manifest[k] for k in ("n_items", "version") if k in manifest}
@@ -311,7 +311,7 @@ def build_stages(w: Wiring) -> list[Stage]:
               description="normalize, dedup, split, bucket, features, references"),
         Stage("base", _base(w), deps=("data",), config=c.base.model_dump(mode="json"), resumable=True,
               description="the base LM" + ("" if c.base.model else " (tiny, built and pretrained here)")),
-        Stage("suite", _suite(w), deps=("data",), config={**c.suite.model_dump(), "seed": seed},
+        Stage("suite", _suite(w), deps=("data",), config=c.suite.model_dump(),
               description="bucket-stratified evaluation suite from the test split"),
     ]
     for method in ("sft", "bucket_sft"):
