@@ -112,6 +112,9 @@ def deep_update(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+_YAML11_WORDS = {"yes", "no", "on", "off", "y", "n"}
+
+
 def parse_override(items: list[str]) -> dict[str, Any]:
     """Turn ['a.b=1', 'c=x'] into {'a': {'b': 1}, 'c': 'x'} (values parsed as YAML scalars)."""
     out: dict[str, Any] = {}
@@ -123,5 +126,6 @@ def parse_override(items: list[str]) -> dict[str, Any]:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
+        # YAML 1.1 reads yes/no/on/off as booleans; in an override they are meant as words ("save_strategy=no")
+        node[parts[-1]] = value if value.strip().lower() in _YAML11_WORDS else yaml.safe_load(value)
     return out
