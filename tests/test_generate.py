@@ -135,3 +135,21 @@ def test_inverse_cdf_sampler_draws_from_the_right_distribution(temperature, top_
     keep = probs.numpy() > 0
     assert observed[~keep].sum() == 0  # nothing outside the top-k / nucleus set
     assert stats.chisquare(observed[keep], probs.numpy()[keep] * observed.sum()).pvalue > 0.01
+
+
+def test_cli_per_bucket_generates_a_stratified_sample(model_dir: Path, tmp_path: Path) -> None:
+    from collections import Counter
+
+    from typer.testing import CliRunner
+
+    from polyalign.cli import app
+
+    records = make_records(40, 3)
+    data = write_data_dir(tmp_path / "data", {"train": records})
+    out = tmp_path / "samples"
+    result = CliRunner().invoke(app, ["generate", "--model", str(model_dir), "--records", f"{data}:train",
+                                      "--per-bucket", "2", "--out", str(out), "--set", "max_new_tokens=4",
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    counts = Counter(row["bucket_id"] for row in _rows(out / "predictions.jsonl"))
+    assert counts == {b: min(n, 2) for b, n in Counter(r.bucket_id for r in records).items()}

@@ -33,7 +33,7 @@ def fit(config: Path | None = typer.Argument(None, help="critic config YAML (con
     """Fit a critic on human (train split) vs model responses, print its held-out AUC per language and track,
     and write the bundle.
 
-    Example: [bold]polyalign critic fit --data runs/data --predictions runs/sft/predictions_train.jsonl
+    Example: [bold]polyalign critic fit --data runs/data --predictions runs/samples/sft/predictions.jsonl
     --out runs/critic[/bold]
     """
     from ..config import load_config, validate_config

@@ -23,6 +23,8 @@ def register(app: typer.Typer) -> None:
             profile: bool = typer.Option(False, "--profile", help="profile system prompt (language, track, "
                                                                  "family), as used in training"),
             limit: int | None = typer.Option(None, "--limit", help="only the first N records"),
+            per_bucket: int | None = typer.Option(None, "--per-bucket", help="a seeded sample of at most N "
+                                                                           "records per bucket"),
             backend: str = typer.Option("auto", "--backend", help="auto | transformers | vllm"),
             device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:i]"),
             quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar")) -> None:
@@ -30,6 +32,8 @@ def register(app: typer.Typer) -> None:
         resumable (rows already in OUT/predictions.jsonl are skipped).
 
         Example: [bold]polyalign generate --model runs/bucket_sft --records runs/data:test --out runs/gen/bucket_sft[/bold]
+
+        Policy samples for the critic and pairs: [bold]polyalign generate --model runs/sft --records runs/data:train --per-bucket 30 --out runs/samples/sft[/bold]
         """
         from ..config import load_config, parse_override, validate_config
         from ..generate import DecodingConfig, generate_predictions, load_records_arg
@@ -44,6 +48,10 @@ def register(app: typer.Typer) -> None:
 
         quiet_library_output()
         items, described = load_records_arg(records)
+        if per_bucket is not None:
+            from ..data.stratify import stratified_records
+
+            items = stratified_records(items, per_bucket, decoding.seed)
         if limit is not None:
             items = items[:limit]
         if quiet:

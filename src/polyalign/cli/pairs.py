@@ -31,7 +31,7 @@ def build(config: Path | None = typer.Argument(None, help="pairs config YAML (co
     """Build pairs.jsonl: chosen/rejected texts, prompt messages, critic distances (one batched call) and
     weights; print pairs per type and bucket and the weight and distance-gap statistics.
 
-    Example: [bold]polyalign pairs build --data runs/data --predictions runs/sft/predictions_train.jsonl
+    Example: [bold]polyalign pairs build --data runs/data --predictions runs/samples/sft/predictions.jsonl
     --critic runs/critic --out runs/pairs[/bold]
     """
     from ..config import load_config, validate_config

@@ -29,12 +29,10 @@ def quiet_libraries() -> None:
     import os
 
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    import datasets
-    import transformers
+    os.environ.setdefault("TQDM_DISABLE", "1")  # e.g. TRL's reference log-prob precompute bar
+    from .train import quiet_library_output
 
-    datasets.disable_progress_bars()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_library_output()
 
 
 def _split(value: str | None) -> list[str]:

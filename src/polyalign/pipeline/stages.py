@@ -12,31 +12,17 @@ Every stage calls the same importable function as its CLI verb; this module only
 
 from __future__ import annotations
 
-import random
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..data.stratify import stratified_records
 from ..errors import ConfigError, PolyAlignError
 from ..io import read_json, write_json
 from .config import METHOD_LABELS, PipelineConfig, merged, resolve_section
 from .graph import Stage, StageContext
 
 TRAINED = ("sft", "bucket_sft", "dpo", "hdpo")
-
-
-def stratified_records(records: Sequence[Any], per_bucket: int, seed: int) -> list[Any]:
-    """Up to `per_bucket` records of every bucket, drawn with a seeded generator, in a stable order."""
-    by_bucket: dict[str, list[Any]] = defaultdict(list)
-    for record in records:
-        by_bucket[record.bucket_id].append(record)
-    rng = random.Random(seed)
-    chosen: list[Any] = []
-    for bucket in sorted(by_bucket):
-        group = sorted(by_bucket[bucket], key=lambda r: r.id)
-        chosen.extend(group if len(group) <= per_bucket else rng.sample(group, per_bucket))
-    return chosen
 
 
 class Wiring:
