@@ -350,28 +350,26 @@ def parse_sharegpt(row: Row, source: SourceConfig) -> RawConversation:
                            meta=f.meta(source))
 
 
-def parse_alpaca(row: Row, source: SourceConfig) -> RawConversation:
-    """Alpaca rows: {instruction, input, output, history, system}; one record (the output) per row."""
+def _one_turn(row: Row, source: SourceConfig, prompt: str, response: str, context: str) -> RawConversation:
+    """One record from named prompt/response/context fields, after an optional [[user, assistant], ...] history."""
     f = Fields(row, source.columns)
     history = _history_pairs(f, "history")
-    turns = [*history, _user(f, "instruction"), _assistant(f, "output", source)]
+    turns = [*history, _user(f, prompt), _assistant(f, response, source)]
     cid = f.conversation_id(source)
-    return RawConversation(cid, turns, row.file, row.line, context=_text_or_empty(f, "input"),
-                           context_field=f.name("input"), system=_text_or_empty(f, "system"),
+    return RawConversation(cid, turns, row.file, row.line, context=_text_or_empty(f, context),
+                           context_field=f.name(context), system=_text_or_empty(f, "system"),
                            language=f.language(), meta=f.meta(source), respond="last",
                            record_id=f"{cid}#{len(history) // 2}")
+
+
+def parse_alpaca(row: Row, source: SourceConfig) -> RawConversation:
+    """Alpaca rows: {instruction, input, output, history, system}; one record (the output) per row."""
+    return _one_turn(row, source, prompt="instruction", response="output", context="input")
 
 
 def parse_fields(row: Row, source: SourceConfig) -> RawConversation:
     """`fields` rows: one turn from named fields {id, prompt, response, context, history, system}."""
-    f = Fields(row, source.columns)
-    history = _history_pairs(f, "history")
-    turns = [*history, _user(f, "prompt"), _assistant(f, "response", source)]
-    cid = f.conversation_id(source)
-    return RawConversation(cid, turns, row.file, row.line, context=_text_or_empty(f, "context"),
-                           context_field=f.name("context"), system=_text_or_empty(f, "system"),
-                           language=f.language(), meta=f.meta(source), respond="last",
-                           record_id=f"{cid}#{len(history) // 2}")
+    return _one_turn(row, source, prompt="prompt", response="response", context="context")
 
 
 def parse_turns(row: Row, source: SourceConfig) -> RawConversation:

@@ -164,17 +164,18 @@ class Pipeline:
         keys = self.keys(self.stages)
         self.root.mkdir(parents=True, exist_ok=True)
         results: list[StageResult] = []
-        for stage in stages:
+        started = time.time()
+        for position, stage in enumerate(stages, start=1):
             out = self.out_dir(stage.name)
             key = keys[stage.name]
             if stage.name not in force and self.cached_key(stage.name) == key:
                 self.log(f"[skip] {stage.name}: up to date ({out})")
                 results.append(StageResult(stage.name, "cached", 0.0, out))
                 continue
-            results.append(self._run_stage(stage, key))
+            results.append(self._run_stage(stage, key, f"{position}/{len(stages)}", started))
         return results
 
-    def _run_stage(self, stage: Stage, key: str) -> StageResult:
+    def _run_stage(self, stage: Stage, key: str, position: str, run_started: float) -> StageResult:
         out = self.out_dir(stage.name)
         partial = self.partial_dir(stage.name)
         resuming = False
@@ -187,7 +188,7 @@ class Pipeline:
                 shutil.rmtree(partial)
         partial.mkdir(parents=True, exist_ok=True)
         (partial / KEY_FILE).write_text(key)
-        self.log(f"[{'resume' if resuming else 'run'}] {stage.name}" +
+        self.log(f"[{'resume' if resuming else 'run'}] {stage.name} ({position})" +
                  (f": {stage.description}" if stage.description else ""))
         started = time.time()
         ctx = StageContext(name=stage.name, work_dir=partial, deps={d: self.out_dir(d) for d in stage.deps},
@@ -201,5 +202,6 @@ class Pipeline:
             shutil.rmtree(out)
         os.replace(partial, out)
         seconds = time.time() - started
-        self.log(f"[done] {stage.name} in {seconds:.1f}s")
+        self.log(f"[done] {stage.name} in {seconds:.1f}s ({position}; {(time.time() - run_started) / 60:.1f} min "
+                 "since the run started)")
         return StageResult(stage.name, "resumed" if resuming else "ran", seconds, out, summary)

@@ -13,6 +13,22 @@ import torch
 from ..io import append_jsonl
 
 
+class EvalPrefixMixin:
+    """Remembers the metric prefix of the evaluation in progress (`eval`, or e.g. `test` for a final evaluation on
+    another split), so that per-bucket metrics are logged under the same prefix as the trainer's own."""
+
+    _eval_prefix = "eval"
+
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
+                 metric_key_prefix: str = "eval") -> dict[str, float]:
+        self._eval_prefix = metric_key_prefix
+        try:
+            return super().evaluate(eval_dataset=eval_dataset, ignore_keys=ignore_keys,  # type: ignore[misc]
+                                    metric_key_prefix=metric_key_prefix)
+        finally:
+            self._eval_prefix = "eval"
+
+
 class BucketLossAccumulator:
     """Running Σℓ and token counts per bucket (float64, on the device of the first update)."""
 

@@ -23,7 +23,8 @@ import torch
 from trl import SFTTrainer
 
 from ..errors import ConfigError
-from .bucket_log import BucketLossAccumulator, BucketLossLog, flat_log_metrics, summarize_bucket_losses
+from .bucket_log import BucketLossAccumulator, BucketLossLog, EvalPrefixMixin, flat_log_metrics, \
+    summarize_bucket_losses
 from .columns import ExtraColumnsMixin, pop_extra_columns
 from .global_batch import GlobalBatchStatsMixin
 from .sampler import BucketTemperatureSampler
@@ -61,7 +62,7 @@ class BalanceSettings:
         return self.temperature is not None or self.normalize
 
 
-class BucketSFTTrainer(GlobalBatchStatsMixin, ExtraColumnsMixin, SFTTrainer):
+class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin, SFTTrainer):
     """SFTTrainer with Bucket-Aware SFT. Datasets need an int column `bucket_index` (index into `bucket_names`)."""
 
     extra_columns = (BUCKET_COLUMN,)
@@ -89,7 +90,6 @@ class BucketSFTTrainer(GlobalBatchStatsMixin, ExtraColumnsMixin, SFTTrainer):
         self._step_losses = BucketLossAccumulator(self.num_buckets)  # last step's losses, for DRO
         self.dro_state = torch.full((self.num_buckets,), 1.0 / self.num_buckets)  # q of the EG update
         self.dro_reference = torch.full((self.num_buckets,), float("nan"))
-        self._eval_prefix = "eval"
         self.last_bucket_summaries: dict[str, dict[str, Any]] = {}  # split → latest per-bucket summary
         self.bucket_log = BucketLossLog(self.args.output_dir, enabled=self.is_world_process_zero())
 
@@ -244,15 +244,6 @@ class BucketSFTTrainer(GlobalBatchStatsMixin, ExtraColumnsMixin, SFTTrainer):
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     # ---- logging --------------------------------------------------------------------------------------------
-    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
-                 metric_key_prefix: str = "eval") -> dict[str, float]:
-        self._eval_prefix = metric_key_prefix
-        try:
-            return super().evaluate(eval_dataset=eval_dataset, ignore_keys=ignore_keys,
-                                    metric_key_prefix=metric_key_prefix)
-        finally:
-            self._eval_prefix = "eval"
-
     def bucket_loss_summary(self, mode: str) -> dict[str, Any]:
         """Per-bucket losses accumulated since the last call (summed over ranks), summarized; resets them."""
         sums, counts = (self._train_losses if mode == "train" else self._eval_losses).take()

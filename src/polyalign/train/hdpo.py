@@ -23,8 +23,8 @@ from pydantic import ConfigDict, Field
 from ..config import StrictModel, load_config
 from ..errors import ConfigError, InputError
 from ..io import atomic_path, make_manifest, sha256_file, sha256_json, sha256_tree, write_json
-from .sft import LoraSection, _prepare_work_dir, _trim_bucket_log, _work_dir, last_complete_checkpoint, \
-    quiet_console_logs
+from .sft import LoraSection, _prepare_work_dir, _trim_bucket_log, _work_dir, bucket_counts, \
+    last_complete_checkpoint, quiet_console_logs, write_model_files
 
 RESERVED_TRAINING_KEYS = ("output_dir", "seed", "max_length", "beta", "label_smoothing")
 DEFAULT_REG_FORM = "expected"  # chosen by benchmarks/hdpo_forms.py (docs/hdpo.md §5, "Choosing the form")
@@ -415,21 +415,9 @@ def _save_output(output_dir: Path, trainer: Any, merged: Any, tokenizer: Any, wo
                  skipped: dict[str, Any]) -> None:
     """Write the model folder atomically: weights, tokenizer (left padding for generation), bucket metrics,
     manifest."""
-    from ..models.tiny import fix_tokenizer_config
-
-    counts = [0] * len(buckets)
-    for ex in train_examples:
-        counts[ex["bucket_index"]] += 1
+    counts = bucket_counts(train_examples, len(buckets))
     with atomic_path(output_dir) as tmp:
-        model_out = merged if merged is not None else trainer.accelerator.unwrap_model(trainer.model)
-        model_out.save_pretrained(tmp)
-        tokenizer.padding_side = "left"
-        tokenizer.save_pretrained(tmp)
-        fix_tokenizer_config(tmp)
-        if (work / BUCKET_METRICS_FILE).exists():
-            shutil.copy(work / BUCKET_METRICS_FILE, tmp / BUCKET_METRICS_FILE)
-        if (work / "runs").is_dir():  # tensorboard event files (report_to: tensorboard)
-            shutil.copytree(work / "runs", tmp / "runs")
+        write_model_files(tmp, trainer, merged, tokenizer, work, BUCKET_METRICS_FILE)
         inputs = {"pairs": sha256_file(config.pairs)}
         if config.eval_pairs:
             inputs["eval_pairs"] = sha256_file(config.eval_pairs)

@@ -25,7 +25,7 @@ import torch
 from trl import DPOTrainer
 
 from ..errors import ConfigError
-from .bucket_log import BucketLossAccumulator, BucketLossLog
+from .bucket_log import BucketLossAccumulator, BucketLossLog, EvalPrefixMixin
 from .columns import ExtraColumnsMixin, pop_extra_columns
 from .global_batch import GlobalBatchStatsMixin
 from .hdpo_loss import HDPOLossParams, hdpo_loss, reinforce_loss, update_baseline
@@ -107,7 +107,7 @@ def sequences_batch(prompts: Sequence[torch.Tensor], completions: Sequence[torch
             "completion_mask": pad(masks, padding_value=0, padding_side="right")}
 
 
-class HDPOTrainer(ExtraColumnsMixin, GlobalBatchStatsMixin, DPOTrainer):
+class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, DPOTrainer):
     """DPOTrainer with the HDPO loss. Datasets: TRL conversational preference examples (prompt messages,
     chosen/rejected assistant messages) plus the columns of `PAIR_COLUMNS`."""
 
@@ -134,7 +134,6 @@ class HDPOTrainer(ExtraColumnsMixin, GlobalBatchStatsMixin, DPOTrainer):
         self.loss_is_scaled_for_ga = True
         self._bucket_stats = {"train": BucketLossAccumulator(len(self.bucket_names)),
                               "eval": BucketLossAccumulator(len(self.bucket_names))}
-        self._eval_prefix = "eval"
         self.last_bucket_summaries: dict[str, dict[str, Any]] = {}
         self.bucket_log = BucketMetricsLog(self.args.output_dir, enabled=self.is_world_process_zero())
         self.on_policy_baseline: float | None = None
@@ -335,15 +334,6 @@ class HDPOTrainer(ExtraColumnsMixin, GlobalBatchStatsMixin, DPOTrainer):
         m["logps/rejected"].append(float(pairs[4].mean()))
         for i, key in enumerate(("hdpo/dpo", "hdpo/reg", "hdpo/anchor", "hdpo/p_mean", "hdpo/d_gap_mean"), start=5):
             m[key].append(float(means[i]))
-
-    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
-                 metric_key_prefix: str = "eval") -> dict[str, float]:
-        self._eval_prefix = metric_key_prefix
-        try:
-            return super().evaluate(eval_dataset=eval_dataset, ignore_keys=ignore_keys,
-                                    metric_key_prefix=metric_key_prefix)
-        finally:
-            self._eval_prefix = "eval"
 
     def bucket_summary(self, mode: str) -> dict[str, Any]:
         """Per-bucket reward accuracy and margin accumulated since the last call (summed over ranks); resets."""

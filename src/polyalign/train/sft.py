@@ -306,27 +306,39 @@ def run_sft(config: SFTRunConfig, *, callbacks: list[Any] | None = None, log: An
     return output_dir
 
 
+def bucket_counts(examples: list[dict[str, Any]], num_buckets: int) -> list[int]:
+    """Number of examples per bucket index."""
+    counts = [0] * num_buckets
+    for ex in examples:
+        counts[ex["bucket_index"]] += 1
+    return counts
+
+
+def write_model_files(folder: Path, trainer: Any, merged: Any, tokenizer: Any, work: Path, bucket_log: str) -> None:
+    """Save the trained model (the merged LoRA model when given) and its tokenizer (left padding, for generation)
+    into `folder`, with the run's per-bucket log and TensorBoard event files from the work folder."""
+    from ..models.tiny import fix_tokenizer_config
+
+    model_out = merged if merged is not None else trainer.accelerator.unwrap_model(trainer.model)
+    model_out.save_pretrained(folder)
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(folder)
+    fix_tokenizer_config(folder)
+    if (work / bucket_log).exists():
+        shutil.copy(work / bucket_log, folder / bucket_log)
+    if (work / "runs").is_dir():  # tensorboard event files (report_to: tensorboard)
+        shutil.copytree(work / "runs", folder / "runs")
+
+
 def _save_output(output_dir: Path, trainer: Any, merged: Any, tokenizer: Any, work: Path, config: SFTRunConfig,
                  data_dir: Path, model_source: str, settings: Any, buckets: list[str],
                  train_examples: list[dict[str, Any]], train_stats: Any, result: Any, checkpoint: str | None,
                  assistant_only: bool, final: dict[str, Any], started: float) -> None:
     """Write the model folder atomically: weights, tokenizer (left padding for generation), bucket log,
     manifest."""
-    from ..models.tiny import fix_tokenizer_config
-
-    train_counts = [0] * len(buckets)
-    for ex in train_examples:
-        train_counts[ex["bucket_index"]] += 1
+    train_counts = bucket_counts(train_examples, len(buckets))
     with atomic_path(output_dir) as tmp:
-        model_out = merged if merged is not None else trainer.accelerator.unwrap_model(trainer.model)
-        model_out.save_pretrained(tmp)
-        tokenizer.padding_side = "left"
-        tokenizer.save_pretrained(tmp)
-        fix_tokenizer_config(tmp)
-        if (work / "bucket_losses.jsonl").exists():
-            shutil.copy(work / "bucket_losses.jsonl", tmp / "bucket_losses.jsonl")
-        if (work / "runs").is_dir():  # tensorboard event files (report_to: tensorboard)
-            shutil.copytree(work / "runs", tmp / "runs")
+        write_model_files(tmp, trainer, merged, tokenizer, work, "bucket_losses.jsonl")
         inputs = {"train_records": sha256_file(_records_path(data_dir, "train"))}
         if config.eval_split:
             inputs["eval_records"] = sha256_file(_records_path(data_dir, config.eval_split))
