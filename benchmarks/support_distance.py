@@ -41,8 +41,8 @@ def score_workdir(workdir: Path, records: list[Any], decoding: Any, methods: lis
     support = SupportDistance(bucket_stats_from_references(References.load(workdir / "data" / "references.json")))
     rows = {"human": distances([r.response for r in records], records, critic, support)}
     for method in methods:
-        path = generate_predictions(workdir / method, records, workdir / "support_val" / method, decoding,
-                                    device="cpu")
+        path = generate_predictions(workdir / method / "model", records, workdir / "support_val" / method,
+                                    decoding, device="cpu")
         predictions = {row["id"]: row["prediction"] for row in read_jsonl(path) if row["sample"] == 0}
         rows[method] = distances([predictions[r.id] for r in records], records, critic, support)
         print(f"  {workdir.name} {method}: critic mean {rows[method]['critic_mean']:.3f}, "
