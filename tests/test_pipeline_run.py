@@ -113,7 +113,8 @@ def test_run_then_rerun_skips_everything(tmp_path, shared_data_dir):
 
 @pytest.mark.slow
 def test_sigkill_during_training_resumes_from_checkpoint(tmp_path, shared_data_dir):
-    config = small_config(tmp_path, shared_data_dir, sft_steps=80, save_steps=5)
+    # enough steps after the first checkpoint that the kill always lands mid-training (a step takes ~10 ms here)
+    config = small_config(tmp_path, shared_data_dir, sft_steps=600, save_steps=50)
     log = tmp_path / "run.log"
     cmd = [sys.executable, "-m", "polyalign.cli", "run", str(config), "--stages", "sft"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -139,4 +140,4 @@ def test_sigkill_during_training_resumes_from_checkpoint(tmp_path, shared_data_d
     text = out.stdout + out.stderr
     assert "[resume] sft" in text and "resuming from" in text and "checkpoint-" in text
     assert (tmp_path / "runs" / "sft" / "model" / "config.json").exists()
-    assert config_text["sft"]["training"]["max_steps"] == 80
+    assert config_text["sft"]["training"]["max_steps"] == 600
