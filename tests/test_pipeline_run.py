@@ -92,9 +92,19 @@ def test_bad_input_fails_before_any_work(tmp_path, shared_data_dir):
 
 
 def test_run_then_rerun_skips_everything(tmp_path, shared_data_dir):
+    from transformers import TrainerCallback
+
+    trainings: list[int] = []
+
+    class CountTrainings(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            trainings.append(state.max_steps)
+
     config = small_config(tmp_path, shared_data_dir)
-    _, results = run_pipeline(config, targets=["eval_sft"], log=_quiet)
+    _, results = run_pipeline(config, targets=["eval_sft"], log=_quiet,
+                              trainer_callbacks=lambda: [CountTrainings()])
     assert [r.status for r in results] == ["ran"] * len(results)
+    assert trainings == [2, 2], "the callbacks reach the base pretraining and the SFT stage"
     names = [r.name for r in results]
     assert names.index("data") < names.index("sft") < names.index("gen_sft") < names.index("eval_sft")
     runs = tmp_path / "runs"

@@ -35,6 +35,15 @@ def quiet_libraries() -> None:
     quiet_library_output()
 
 
+def _progress_callbacks() -> list:
+    """A progress bar for a training stage when the log goes to a terminal (none in files and CI logs)."""
+    if not err_console.is_terminal:
+        return []
+    from .train import rich_progress_callback
+
+    return [rich_progress_callback()]
+
+
 def _split(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
@@ -47,7 +56,8 @@ def _run(config: Path, stages: str | None, force: str | None, overrides: list[st
 
     started = time.time()
     wiring, results = run_pipeline(config, targets=_split(stages) or None, force=_split(force),
-                                   overrides=parse_override(overrides or []), log=_log)
+                                   overrides=parse_override(overrides or []), log=_log,
+                                   trainer_callbacks=_progress_callbacks)
     rows = [[r.name, r.status, round(r.seconds, 1), str(r.out_dir)] for r in results]
     console.print(make_table("stages", ["stage", "status", "seconds", "output"], rows))
     skipped = [r.name for r in results if r.status == "cached"]

@@ -36,6 +36,7 @@ class StageContext:
     config: Any
     resuming: bool
     log: Callable[[str], None]
+    trainer_callbacks: Callable[[], list[Any]] = list  # fresh transformers callbacks for a training stage
 
 
 @dataclass
@@ -112,10 +113,12 @@ def select(stages: Sequence[Stage], targets: Iterable[str] | None) -> list[Stage
 class Pipeline:
     """Runs a list of stages under one root directory with caching and resume."""
 
-    def __init__(self, stages: Sequence[Stage], root: str | Path, log: Callable[[str], None] = print):
+    def __init__(self, stages: Sequence[Stage], root: str | Path, log: Callable[[str], None] = print,
+                 trainer_callbacks: Callable[[], list[Any]] = list):
         self.stages = list(stages)
         self.root = Path(root)
         self.log = log
+        self.trainer_callbacks = trainer_callbacks
         topological_order(self.stages)  # validate early
 
     def out_dir(self, name: str) -> Path:
@@ -192,7 +195,8 @@ class Pipeline:
                  (f": {stage.description}" if stage.description else ""))
         started = time.time()
         ctx = StageContext(name=stage.name, work_dir=partial, deps={d: self.out_dir(d) for d in stage.deps},
-                           config=stage.config, resuming=resuming, log=self.log)
+                           config=stage.config, resuming=resuming, log=self.log,
+                           trainer_callbacks=self.trainer_callbacks)
         summary = stage.run(ctx) or {}
         (partial / KEY_FILE).unlink(missing_ok=True)
         write_json(partial / STAGE_RECORD, make_manifest(

@@ -13,20 +13,22 @@ from .stages import Wiring, build_stages, unknown_stage_error
 
 
 def load_pipeline(config_path: str | Path, overrides: dict[str, Any] | None = None,
-                  log: Callable[[str], None] = print) -> tuple[Wiring, Pipeline]:
+                  log: Callable[[str], None] = print,
+                  trainer_callbacks: Callable[[], list[Any]] = list) -> tuple[Wiring, Pipeline]:
     """Validate the config and every stage's settings (before any work) and build the pipeline."""
     config_path = Path(config_path)
     config = load_config(config_path, PipelineConfig, overrides)
     wiring = Wiring(config, config_path)
     wiring.preflight()
-    return wiring, Pipeline(build_stages(wiring), wiring.root, log=log)
+    return wiring, Pipeline(build_stages(wiring), wiring.root, log=log, trainer_callbacks=trainer_callbacks)
 
 
 def run_pipeline(config_path: str | Path, *, targets: Iterable[str] | None = None, force: Iterable[str] = (),
-                 overrides: dict[str, Any] | None = None,
-                 log: Callable[[str], None] = print) -> tuple[Wiring, list[StageResult]]:
-    """Run (or skip, when up to date) the stages needed for `targets` (all by default)."""
-    wiring, pipeline = load_pipeline(config_path, overrides, log)
+                 overrides: dict[str, Any] | None = None, log: Callable[[str], None] = print,
+                 trainer_callbacks: Callable[[], list[Any]] = list) -> tuple[Wiring, list[StageResult]]:
+    """Run (or skip, when up to date) the stages needed for `targets` (all by default). `trainer_callbacks`
+    makes fresh transformers TrainerCallbacks for each training stage (e.g. a progress bar)."""
+    wiring, pipeline = load_pipeline(config_path, overrides, log, trainer_callbacks)
     targets = list(targets or []) or wiring.config.stages
     known = [s.name for s in pipeline.stages]
     asked = list(targets or []) + list(force)

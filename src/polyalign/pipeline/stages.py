@@ -173,7 +173,8 @@ def _base(w: Wiring):
             init_dir.rename(ctx.work_dir / "model")
             return {}
         ctx.log("  pretraining the tiny base model on the train split's human text")
-        pretrain(init_dir, records, ctx.work_dir / "model", PretrainConfig(**base.pretrain), log=ctx.log)
+        pretrain(init_dir, records, ctx.work_dir / "model", PretrainConfig(**base.pretrain), log=ctx.log,
+                 callbacks=ctx.trainer_callbacks())
         manifest = read_json(ctx.work_dir / "model" / "manifest.json")
         return {"train_loss": manifest.get("train_loss"), "n_parameters": manifest.get("n_parameters")}
     return run
@@ -183,7 +184,8 @@ def _sft(w: Wiring, method: str):
     def run(ctx: StageContext) -> dict[str, Any]:
         from ..train.sft import run_sft
 
-        out = run_sft(w.sft_config(method, ctx.work_dir), log=lambda m, *a, **k: ctx.log(f"  {m}"))
+        out = run_sft(w.sft_config(method, ctx.work_dir), log=lambda m, *a, **k: ctx.log(f"  {m}"),
+                      callbacks=ctx.trainer_callbacks())
         return _final_losses(out)
     return run
 
@@ -202,7 +204,8 @@ def _preference(w: Wiring, method: str):
         from ..train.hdpo import run_hdpo
 
         config = w.preference_config(method, ctx.work_dir)
-        run_hdpo(config, plain_dpo=(method == "dpo"), log=lambda m, *a, **k: ctx.log(f"  {m}"))
+        run_hdpo(config, plain_dpo=(method == "dpo"), log=lambda m, *a, **k: ctx.log(f"  {m}"),
+                 callbacks=ctx.trainer_callbacks())
         return {}
     return run
 
