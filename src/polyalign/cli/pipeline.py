@@ -93,7 +93,7 @@ def demo(
 ) -> None:
     """The embedded default, end to end on the bundled data: a tiny model built and pretrained here, then
     Base, SFT, Bucket-SFT, DPO and HDPO evaluated on one suite with one decoding config, and the comparison
-    report. About 15–20 minutes on 2 CPU cores.
+    report. About 15 minutes on 2 CPU cores.
 
     Example: polyalign demo --workdir runs/demo
     """
