@@ -75,10 +75,11 @@ def gradient_shares(args: argparse.Namespace, policy_dir: str, form: str, n_batc
 
     from polyalign.models.loading import load_tokenizer
     from polyalign.pairs import load_pairs
-    from polyalign.train.hdpo import build_pair_examples, seeded_subset
+    from polyalign.train.examples import random_subset
+    from polyalign.train.hdpo import build_pair_examples
     from polyalign.train.hdpo_trainer import HDPOTrainer
 
-    rows = seeded_subset(load_pairs(args.pairs)[0], n_batches * args.batch, args.seed + 7)
+    rows = random_subset(load_pairs(args.pairs)[0], n_batches * args.batch, args.seed + 7)
     tokenizer = load_tokenizer(args.sft, padding_side="right")
     buckets, languages = sorted({r["bucket_id"] for r in rows}), sorted({r["language"] for r in rows})
     examples, _ = build_pair_examples(rows, tokenizer, {b: i for i, b in enumerate(buckets)},

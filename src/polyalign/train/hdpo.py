@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
 import shutil
 import time
 from collections.abc import Sequence
@@ -23,7 +22,8 @@ from pydantic import ConfigDict, Field
 from ..config import StrictModel, load_config
 from ..errors import ConfigError, InputError
 from ..io import atomic_path, make_manifest, sha256_file, sha256_json, sha256_tree, write_json
-from .sft import LoraSection, _prepare_work_dir, _trim_bucket_log, _work_dir, bucket_counts, \
+from .examples import random_subset
+from .sft import LoraSection, _prepare_work_dir, _trim_bucket_log, _work_dir, bucket_counts, check_trl_keys, \
     last_complete_checkpoint, quiet_console_logs, write_model_files
 
 RESERVED_TRAINING_KEYS = ("output_dir", "seed", "max_length", "beta", "label_smoothing")
@@ -154,13 +154,9 @@ def check_training_keys(config: HDPORunConfig) -> None:
     """Every key of `training:` must be a trl.DPOConfig field and not one set elsewhere in the config."""
     from trl import DPOConfig
 
-    known = {f.name for f in dataclasses.fields(DPOConfig) if f.init}
-    for key in config.training:
-        if key not in known:
-            raise ConfigError(f"training.{key}: unknown trl.DPOConfig field (check the spelling)")
-        if key in RESERVED_TRAINING_KEYS:
-            where = "loss" if key in ("beta", "label_smoothing") else "the top level"
-            raise ConfigError(f"training.{key}: set '{key}' in {where} of the config, not under training")
+    where = {key: "in loss" if key in ("beta", "label_smoothing") else "at the top level"
+             for key in RESERVED_TRAINING_KEYS}
+    check_trl_keys(config.training, DPOConfig, where)
 
 
 def make_dpo_args(config: HDPORunConfig, output_dir: str | Path) -> Any:
@@ -247,14 +243,6 @@ def build_pair_examples(rows: Sequence[dict[str, Any]], tokenizer: Any, bucket_i
     return examples, stats
 
 
-def seeded_subset(rows: Sequence[Any], n: int | None, seed: int) -> list[Any]:
-    """A seeded uniform subset of `n` rows (all when n is None or larger), in their original order."""
-    if n is None or n >= len(rows):
-        return list(rows)
-    keep = sorted(random.Random(seed).sample(range(len(rows)), n))
-    return [rows[i] for i in keep]
-
-
 def _vocabularies(*row_sets: Sequence[dict[str, Any]], source: str) -> tuple[list[str], list[str]]:
     buckets, languages = set(), set()
     for rows in row_sets:
@@ -306,8 +294,8 @@ def run_hdpo(config: HDPORunConfig, *, plain_dpo: bool = False, callbacks: list[
     eval_rows, eval_skipped = ([], {})
     if config.eval_pairs:
         eval_rows, eval_skipped = _load_pair_rows(config.eval_pairs, config.skip_invalid, "eval pairs")
-    train_rows = seeded_subset(train_rows, config.max_train_pairs, config.seed)
-    eval_rows = seeded_subset(eval_rows, config.max_eval_pairs, config.seed + 1)
+    train_rows = random_subset(train_rows, config.max_train_pairs, config.seed)
+    eval_rows = random_subset(eval_rows, config.max_eval_pairs, config.seed + 1)
     buckets, languages = _vocabularies(train_rows, eval_rows, source=config.pairs)
 
     critic = None

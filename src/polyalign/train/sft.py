@@ -115,16 +115,22 @@ def default_training_args() -> dict[str, Any]:
             "dataloader_pin_memory": torch.cuda.is_available()}
 
 
+def check_trl_keys(training: dict[str, Any], trl_config: type, reserved: dict[str, str]) -> None:
+    """Every key of a `training:` mapping must be a field of `trl_config` and not one of `reserved` (key → where it
+    is set instead, e.g. "at the top level")."""
+    known = {f.name for f in dataclasses.fields(trl_config) if f.init}
+    for key in training:
+        if key not in known:
+            raise ConfigError(f"training.{key}: unknown trl.{trl_config.__name__} field (check the spelling)")
+        if key in reserved:
+            raise ConfigError(f"training.{key}: set '{key}' {reserved[key]} of the config, not under training")
+
+
 def check_training_keys(config: SFTRunConfig) -> None:
     """Every key of `training:` must be a trl.SFTConfig field and not one set at the top level."""
     from trl import SFTConfig
 
-    known = {f.name for f in dataclasses.fields(SFTConfig) if f.init}
-    for key in config.training:
-        if key not in known:
-            raise ConfigError(f"training.{key}: unknown trl.SFTConfig field (check the spelling)")
-        if key in RESERVED_TRAINING_KEYS:
-            raise ConfigError(f"training.{key}: set '{key}' at the top level of the config, not under training")
+    check_trl_keys(config.training, SFTConfig, {key: "at the top level" for key in RESERVED_TRAINING_KEYS})
 
 
 def make_sft_args(config: SFTRunConfig, output_dir: str | Path, *, assistant_only_loss: bool) -> Any:
