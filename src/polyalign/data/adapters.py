@@ -761,7 +761,7 @@ def row_converter(parse: Callable[[Row, SourceConfig], RawConversation]) -> Call
             try:
                 conv = parse(row, source)
                 if source.group_by:
-                    conv.split_group = split_group_value(row, source.group_by)
+                    conv.split_group = split_group_value(row, source.group_paths)
                 yield conv
             except Skip as skip:
                 yield Filtered(skip.reason, row.file, row.line)
@@ -771,17 +771,27 @@ def row_converter(parse: Callable[[Row, SourceConfig], RawConversation]) -> Call
     return convert
 
 
-def split_group_value(row: Row, path: str) -> str:
-    """The split-group key of a row: the value at `path` (long texts are hashed)."""
+def split_group_value(row: Row, paths: list[str]) -> str | None:
+    """The split-group key of a row: the value at the one `group_by` path, or the JSON list of the values at
+    several paths (e.g. title and paragraph index); keys longer than 64 characters are hashed. None (the
+    conversation is its own unit) when every value is null or blank, e.g. a row without a context passage."""
+    values = [_group_part(row, path) for path in paths]
+    if all(v is None or (isinstance(v, str) and not v.strip()) for v in values):
+        return None
+    text = str(values[0]) if len(values) == 1 else json.dumps(values, ensure_ascii=False)
+    return text if len(text) <= 64 else "sha1:" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:20]
+
+
+def _group_part(row: Row, path: str) -> str | int | float | None:
+    """The value at one group_by path: a string, a number or null, else an InputError naming the column."""
     try:
         value = get_path(row.data, path)
     except KeyError:
         raise bad("missing field", "missing group_by column", file=row.file, line=row.line, field=path) from None
-    if value is None or isinstance(value, (dict, list)):
-        raise bad("wrong type", f"group_by value must be a string or a number, got {type(value).__name__}",
+    if isinstance(value, (dict, list)):
+        raise bad("wrong type", f"group_by value must be a string, a number or null, got {type(value).__name__}",
                   file=row.file, line=row.line, field=path)
-    text = str(value)
-    return text if len(text) <= 64 else "sha1:" + hashlib.sha1(text.encode("utf-8")).hexdigest()[:20]
+    return value
 
 
 def _hf_convert(rows: Iterable[Row | InputError | Filtered], source: SourceConfig) -> Iterator[Item]:

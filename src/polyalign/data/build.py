@@ -80,16 +80,29 @@ def collect_records(config: DataConfig, *, skip_invalid: bool,
 
 
 def check_no_leakage(records: Sequence[Record]) -> None:
-    """Raise if one conversation (or split group) has records in two splits (e.g. two sources sharing ids, one
-    with a fixed split)."""
-    for key_of, what in ((lambda r: r.conversation_id, "conversation"), (split_key, "split group")):
+    """Raise if one conversation (or split group) has records in two splits (e.g. two sources sharing ids or a
+    group_by value, one with a fixed split)."""
+    checks = ((lambda r: r.conversation_id, "conversation", "conversation_id",
+               "give the sources distinct conversation ids"),
+              (split_key, "split group", "meta.split_group",
+               "a source with a fixed split shares a group_by value (e.g. a passage) with another source; "
+               "give both the same split or remove the shared items"))
+    for key_of, what, field, fix in checks:
         split_of: dict[str, tuple[str, str]] = {}
         for r in records:
             prev = split_of.setdefault(key_of(r), (r.split, r.source))
             if prev[0] != r.split:
                 raise InputError(f"{what} {key_of(r)!r} would be in {prev[0]} (source {prev[1]}) and {r.split} "
-                                 f"(source {r.source}); give the sources distinct conversation ids",
-                                 field="conversation_id")
+                                 f"(source {r.source}); {fix}", field=field)
+
+
+def split_and_dedup(config: DataConfig, records: list[Record]) -> tuple[list[Record], dict[str, Any]]:
+    """Assign every record its split (fixed per source, else hashed by conversation or group), check that no
+    conversation or group spans two splits, and remove exact duplicates: (kept records, dedup report)."""
+    fixed = {s.name: s.split for s in config.sources if s.split}
+    assign_splits(records, config.seed, config.split_ratios.as_dict(), fixed)
+    check_no_leakage(records)
+    return deduplicate(records)
 
 
 # ---------------------------------------------------------------------------------------------- features
@@ -157,10 +170,7 @@ def build_dataset(config: DataConfig, out_dir: str | Path, *, skip_invalid: bool
         raise InputError("no valid records in any source", field="sources")
 
     t0 = time.time()
-    fixed = {s.name: s.split for s in config.sources if s.split}
-    assign_splits(records, config.seed, config.split_ratios.as_dict(), fixed)
-    check_no_leakage(records)
-    records, dedup_report = deduplicate(records)
+    records, dedup_report = split_and_dedup(config, records)
     plan = plan_buckets(records, config.bucket_key, config.length_labels, config.min_bucket_size)
     apply_buckets(records, config.bucket_key, plan["merge_map"])
     table = bucket_table(records, plan, config.min_bucket_size)

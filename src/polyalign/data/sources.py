@@ -85,9 +85,11 @@ class SourceConfig(StrictModel):
                                          "`license` field")
     split: Literal["train", "val", "test"] | None = Field(None, description="put every conversation of this "
                                                           "source in this split instead of the hashed one")
-    group_by: str | None = Field(None, description="column path whose value puts conversations in one split "
-                                 "unit (e.g. meta.tree_id: all threads of an OASST tree stay in one split); "
-                                 "default: each conversation is its own unit")
+    group_by: str | list[str] | None = Field(None, description="column path (or a list of paths, read together) "
+                                             "whose value puts conversations in one split unit (e.g. "
+                                             "meta.tree_id: all threads of an OASST tree stay in one split; "
+                                             "context: all questions on one passage do); default: each "
+                                             "conversation is its own unit")
     skip_empty: bool = Field(False, description="drop (and count) items whose response is missing or empty, "
                                                 "e.g. SQuAD v2 unanswerable questions, instead of failing")
     limit: int | None = Field(None, ge=1, description="read at most this many items (rows or conversations)")
@@ -106,6 +108,19 @@ class SourceConfig(StrictModel):
         formats = known_formats()
         if value not in formats:
             raise _invalid(f"unknown format {value!r}; known formats: {', '.join(formats)}")
+        return value
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_paths(cls, value: str | list[str] | None) -> str | list[str] | None:
+        """One column path or a non-empty list of distinct, non-empty ones."""
+        paths = [value] if isinstance(value, str) else value or []
+        if isinstance(value, list) and not value:
+            raise _invalid("give a column path or a non-empty list of column paths (or leave group_by out)")
+        if any(not p.strip() for p in paths):
+            raise _invalid("column paths must not be empty")
+        if len(set(paths)) != len(paths):
+            raise _invalid(f"column paths must be distinct; got {paths}")
         return value
 
     @field_validator("family")
@@ -129,6 +144,21 @@ class SourceConfig(StrictModel):
             raise _invalid(f"columns: unknown field(s) {unknown} for format {self.row_format!r}; "
                              f"it reads {', '.join(known)}")
         return self
+
+    @model_validator(mode="after")
+    def _group_by_applies(self) -> SourceConfig:
+        """group_by is refused where it would be ignored (OASST trees group themselves)."""
+        if self.group_by and self.row_format == "oasst":
+            raise _invalid("group_by does not apply to format oasst: the threads of a message tree already share "
+                           "the tree id as their conversation id, so a tree stays in one split")
+        return self
+
+    @property
+    def group_paths(self) -> list[str]:
+        """The `group_by` column paths as a list (empty without group_by)."""
+        if self.group_by is None:
+            return []
+        return [self.group_by] if isinstance(self.group_by, str) else list(self.group_by)
 
     @property
     def row_format(self) -> str:
