@@ -70,7 +70,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     from polyalign.cli.train import quiet_library_output
-    from polyalign.config import load_yaml
+    from polyalign.pipeline.config import load_pipeline_config
     from polyalign.data.build import load_records
     from polyalign.data.stratify import stratified_records
     from polyalign.generate import DecodingConfig
@@ -78,7 +78,7 @@ def main() -> None:
     quiet_library_output()
     workdirs = [Path(w) for w in args.workdirs.split(",") if w]
     methods = [m for m in args.methods.split(",") if m]
-    decoding = DecodingConfig(**load_yaml(args.config)[0]["decoding"])
+    decoding = DecodingConfig(**load_pipeline_config(args.config).decoding)
     records = stratified_records(load_records(workdirs[0] / "data", "val"), args.per_bucket, args.seed)
     languages = sorted({r.language for r in records})
     print(f"{len(records)} validation prompts ({args.per_bucket} per bucket, {', '.join(languages)}); decoding "

@@ -3,6 +3,7 @@ before any work, and a training stage killed with SIGKILL resumes from its check
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import yaml
 from polyalign.errors import ConfigError, PolyAlignError
 from polyalign.pipeline.run import run_pipeline
 
+PLAIN_DPO_LOSS = {"reg_lambda": 0.0, "anchor_gamma": 0.0, "use_weights": False}
 SOURCES = [("en_oasst1", "assistant", "en"), ("en_taskmaster4", "task", "en"), ("zh_crosswoz", "task", "zh"),
            ("zh_cmrc2018", "qa", "zh")]
 
@@ -37,7 +39,7 @@ def small_config(tmp: Path, data_dir: Path, *, sft_steps: int = 2, save_steps: i
         "base": {"tiny": {"vocab_size": 600, "hidden": 32, "layers": 1, "heads": 2},
                  "pretrain": {"max_steps": 2, "batch_size": 4, "block_size": 32, "save_steps": 1}},
         "sft": sft, "bucket_sft": {**sft, "balance": {"enabled": True}},
-        "dpo": pref, "hdpo": {**pref, "loss": {"reg_lambda": 0.5, "anchor_gamma": 0.05}},
+        "dpo": {**pref, "loss": PLAIN_DPO_LOSS}, "hdpo": {**pref, "loss": {"reg_lambda": 0.5, "anchor_gamma": 0.05}},
         "critic": {"min_auc": 0.0, "max_epochs": 2, "baseline": False},
         "pairs": {"min_auc": 0.0, "allow_weak": True, "unknown_bucket": "pooled"},
         "samples": {"per_bucket": 2}, "decoding": {"max_new_tokens": 8, "batch_size": 16},
@@ -151,3 +153,29 @@ def test_sigkill_during_training_resumes_from_checkpoint(tmp_path, shared_data_d
     assert "[resume] sft" in text and "resuming from" in text and "checkpoint-" in text
     assert (tmp_path / "runs" / "sft" / "model" / "config.json").exists()
     assert config_text["sft"]["training"]["max_steps"] == 600
+
+
+def test_ladder_trains_every_rung_on_one_shared_pairs_stage_per_policy(tmp_path, shared_data_dir):
+    pipelines = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
+    declared = {**yaml.safe_load((pipelines / "demo.yaml").read_text())["preference"],
+                **yaml.safe_load((pipelines / "ladder.yaml").read_text())["preference"]}
+    config = small_config(tmp_path, shared_data_dir)
+    raw = yaml.safe_load(config.read_text())
+    raw.update(preference=declared, methods=["base", *declared])
+    config.write_text(yaml.safe_dump(raw))
+    _, results = run_pipeline(config, targets=list(declared), log=_quiet)
+    names = [r.name for r in results]
+    assert sorted(n for n in names if n.startswith("pairs_")) == ["pairs_bucket_sft", "pairs_sft"]
+    runs = tmp_path / "runs"
+    manifests = {m: json.loads((runs / m / "model" / "manifest.json").read_text()) for m in declared}
+    assert {m: manifests[m]["method"] for m in declared} == {
+        "dpo": "dpo", "hdpo": "hdpo", "dpo_bsft": "dpo", "dpo_w_bsft": "hdpo", "dpo_wr_bsft": "hdpo",
+        "hdpo_sft": "hdpo"}
+    terms = {m: (manifests[m]["config"]["loss"]["use_weights"], manifests[m]["loss_params"]["reg_lambda"],
+                 manifests[m]["loss_params"]["anchor_gamma"]) for m in declared}
+    assert [terms[m] for m in ("dpo_bsft", "dpo_w_bsft", "dpo_wr_bsft", "hdpo")] == [
+        (False, 0.0, 0.0), (True, 0.0, 0.0), (True, 0.5, 0.0), (True, 0.5, 0.05)]
+    assert terms["dpo"] == terms["dpo_bsft"] and terms["hdpo_sft"] == terms["hdpo"]
+    for method in declared:
+        pairs = "pairs_sft" if method in ("dpo", "hdpo_sft") else "pairs_bucket_sft"
+        assert manifests[method]["config"]["pairs"] == str(runs / pairs / "pairs.jsonl")

@@ -1,19 +1,52 @@
 """The pipeline config (`polyalign run CONFIG.yaml`): which data, which base model, and the settings of every
 stage. Stage settings either point at a stage config file (paths relative to the pipeline YAML) or hold the
-settings inline; the pipeline fills in what it wires itself (model, data, output folders, seed)."""
+settings inline; the pipeline fills in what it wires itself (model, data, output folders, seed).
+
+The preference methods are declared in `preference:` (name -> init, pairs, trainer config, loss overrides);
+`methods:` picks the ones that are trained, generated with and evaluated. A config may `extends:` another
+pipeline config in its folder and override some of its keys (configs/pipeline/ladder.yaml extends demo.yaml)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from ..config import StrictModel, deep_update, load_yaml
+from ..config import StrictModel, deep_update, load_yaml, validate_config
 from ..errors import ConfigError
+from ..eval.views import DEFAULT_CONTEXT_KEY, validate_context_key
 
-METHODS = ("base", "sft", "bucket_sft", "dpo", "hdpo")
-METHOD_LABELS = {"base": "Base", "sft": "SFT", "bucket_sft": "Bucket-SFT", "dpo": "DPO", "hdpo": "HDPO"}
+BASE_METHODS = ("base", "sft", "bucket_sft")
+POLICIES = ("sft", "bucket_sft")  # the SFT policies: inits and sample sources of the preference methods
+METHODS = ("base", "sft", "bucket_sft", "dpo", "hdpo")  # the default `methods:`
+METHOD_LABELS = {"base": "Base", "sft": "SFT", "bucket_sft": "Bucket-SFT", "dpo": "DPO", "hdpo": "HDPO",
+                 "dpo_bsft": "DPO (B-SFT)", "dpo_w_bsft": "+w (B-SFT)", "dpo_wr_bsft": "+w+reg (B-SFT)",
+                 "hdpo_sft": "HDPO (SFT)"}
+STAGE_NAMES = ("data", "base", "suite", "critic", "compare")
+STAGE_PREFIXES = ("samples_", "pairs_", "gen_", "eval_")
+Policy = Literal["sft", "bucket_sft"]
+
+
+class PreferenceMethod(StrictModel):
+    """One preference-trained method: the policy it starts from, the pairs it trains on, and its loss."""
+
+    init: Policy = Field(..., description="Policy init and frozen reference: the SFT or the Bucket-SFT model.")
+    pairs: Policy = Field(..., description="Train on pairs_<policy>: pairs whose rejected side are that policy's "
+                                           "samples (one pairs stage per policy, shared by every method).")
+    trainer: Literal["dpo", "hdpo"] = Field(..., description="The trainer config it starts from: this file's "
+                                                             "`dpo:` or `hdpo:` section.")
+    loss: dict[str, Any] = Field(default_factory=dict,
+                                 description="Overrides of that config's `loss:` (e.g. use_weights, reg_lambda, "
+                                             "anchor_gamma); plain DPO is every term off.")
+    label: str | None = Field(None, description="Name in the reports (default: METHOD_LABELS, else the name).")
+
+
+def default_preference() -> dict[str, PreferenceMethod]:
+    """DPO from SFT on pairs of SFT samples, HDPO from Bucket-SFT on pairs of Bucket-SFT samples."""
+    return {"dpo": PreferenceMethod(init="sft", pairs="sft", trainer="dpo"),
+            "hdpo": PreferenceMethod(init="bucket_sft", pairs="bucket_sft", trainer="hdpo")}
 
 
 class BaseModelSection(StrictModel):
@@ -29,8 +62,20 @@ class BaseModelSection(StrictModel):
 class SuiteSection(StrictModel):
     """The evaluation suite drawn from the test split."""
 
-    cap_per_bucket: int = Field(50, ge=1, description="Items per bucket at most.")
-    ref_pool: int = Field(300, ge=10, description="Train human responses per bucket in the reference pool.")
+    cap_per_bucket: int = Field(50, ge=1, description="Items per context group at most (drawn uniformly in it).")
+    ref_pool: int = Field(300, ge=10, description="Train human responses per context group in the reference pool.")
+    context_key: list[str] = Field(default_factory=lambda: list(DEFAULT_CONTEXT_KEY),
+                                   description="Record fields known before the response that define the context "
+                                               "groups of the headline view (never a property of the response).")
+
+    @field_validator("context_key")
+    @classmethod
+    def _observable_key(cls, value: list[str]) -> list[str]:
+        """Only fields of the context (polyalign.eval.views)."""
+        try:
+            return list(validate_context_key(value))
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("error: ")) from None
     seed: int = Field(0, description="Seed of the item draw; kept apart from the training seed so that every "
                                      "seed of an experiment is scored on the same suite.")
 
@@ -53,8 +98,8 @@ class EvalSection(StrictModel):
 
 
 class PipelineConfig(StrictModel):
-    """One experiment: data → base → SFT / Bucket-SFT → samples → critic → pairs → DPO / HDPO → generation →
-    evaluation → comparison."""
+    """One experiment: data → base → SFT / Bucket-SFT → samples → critic → pairs → the preference methods
+    (DPO / HDPO and their ablations) → generation → evaluation → comparison."""
 
     name: str = Field("polyalign", description="Experiment name (shown in the report).")
     workdir: str = Field("runs/pipeline", description="Folder holding one sub-folder per stage.")
@@ -64,8 +109,12 @@ class PipelineConfig(StrictModel):
     profile: bool = Field(False, description="Profile system prompt (language, track, family) for every method.")
     sft: str | dict[str, Any] = Field(..., description="Plain SFT config (configs/train/sft.yaml).")
     bucket_sft: str | dict[str, Any] = Field(..., description="Bucket-Aware SFT config.")
-    dpo: str | dict[str, Any] = Field(..., description="DPO config (initialized from SFT).")
-    hdpo: str | dict[str, Any] = Field(..., description="HDPO config (initialized from Bucket-SFT).")
+    dpo: str | dict[str, Any] = Field(..., description="Plain-DPO trainer config (configs/train/dpo.yaml): its "
+                                                       "loss must have every HDPO term off.")
+    hdpo: str | dict[str, Any] = Field(..., description="HDPO trainer config (configs/train/hdpo.yaml).")
+    preference: dict[str, PreferenceMethod] = Field(
+        default_factory=default_preference,
+        description="Preference methods by name: init, pairs, trainer config and loss overrides.")
     critic: str | dict[str, Any] = Field(default_factory=dict, description="Critic settings (critic.yaml fields).")
     pairs: str | dict[str, Any] = Field(default_factory=dict, description="Pair settings (pairs.yaml fields).")
     samples: SamplesSection = Field(default_factory=SamplesSection, description="Policy samples on train prompts.")
@@ -75,14 +124,93 @@ class PipelineConfig(StrictModel):
     eval: EvalSection = Field(default_factory=EvalSection, description="Scoring settings.")
     stages: list[str] | None = Field(None, description="Stages to produce (with what they need); null = all. "
                                                        "`polyalign stages CONFIG` lists them.")
-    methods: list[Literal["base", "sft", "bucket_sft", "dpo", "hdpo"]] = Field(
-        default_factory=lambda: list(METHODS), description="Methods to generate with and evaluate.")
+    methods: list[str] = Field(default_factory=lambda: list(METHODS),
+                               description="Methods to train, generate with and evaluate: base, sft, bucket_sft "
+                                           "and names of `preference:`. Only their stages are built.")
+    contrasts: list[str] | None = Field(None, description="Paired tests in the comparison, 'a:b' method names; "
+                                                          "those with a method not in `methods:` are left out "
+                                                          "(null: each method against the one before it).")
 
     @model_validator(mode="after")
-    def _methods_unique(self) -> PipelineConfig:
+    def _check_methods(self) -> PipelineConfig:
+        for name in self.preference:
+            check_method_name(name)
         if len(set(self.methods)) != len(self.methods) or not self.methods:
             raise ValueError("methods must be a non-empty list without repeats")
+        known = [*BASE_METHODS, *self.preference]
+        unknown = [m for m in self.methods if m not in known]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(known)} (declare preference methods "
+                             f"under `preference:`)")
+        labels = [self.label(m) for m in self.methods]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"two methods share a label: {labels}")
+        for contrast in self.contrasts or []:
+            parts = contrast.split(":")
+            if len(parts) != 2 or any(p not in known for p in parts):
+                raise ValueError(f"contrast {contrast!r}: give 'a:b' with two declared methods ({', '.join(known)})")
         return self
+
+    def listed_contrasts(self) -> list[tuple[str, str]] | None:
+        """The contrasts whose two methods are both listed in `methods:` (null: compare's default)."""
+        if not self.contrasts:
+            return None
+        pairs = [tuple(c.split(":")) for c in self.contrasts]
+        return [(a, b) for a, b in pairs if a in self.methods and b in self.methods]
+
+    def contrast_labels(self) -> list[str] | None:
+        """The listed contrasts with method labels (as compare names the methods)."""
+        pairs = self.listed_contrasts()
+        return None if pairs is None else [f"{self.label(a)}:{self.label(b)}" for a, b in pairs]
+
+    def label(self, method: str) -> str:
+        """The readable name of a method in logs and reports."""
+        spec = self.preference.get(method)
+        return (spec.label if spec and spec.label else None) or METHOD_LABELS.get(method, method)
+
+    def preference_methods(self) -> list[str]:
+        """The listed methods that are preference-trained, in `methods:` order."""
+        return [m for m in self.methods if m in self.preference]
+
+
+def check_method_name(name: str) -> None:
+    """A preference method name is a lowercase identifier that no stage name can be confused with."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"preference method name {name!r}: use lowercase letters, digits and _")
+    if name in BASE_METHODS or name in STAGE_NAMES or name.startswith(STAGE_PREFIXES):
+        raise ValueError(f"preference method name {name!r} is taken by a stage; pick another name")
+
+
+def read_pipeline_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A pipeline YAML as a mapping, laid over the config it `extends:` (a file in the same folder, so that
+    relative paths in both mean the same)."""
+    data, _ = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: must name a pipeline YAML file")
+    parent_path = (path.parent / parent).resolve()
+    if parent_path.parent != path.parent.resolve():
+        raise ConfigError(f"{path}: extends: {parent} must be in the same folder (relative paths in both files "
+                          f"are read from that folder)")
+    if parent_path in seen or parent_path == path.resolve():
+        raise ConfigError(f"{path}: extends: {parent} extends this file again (a cycle)")
+    if not parent_path.exists():
+        raise ConfigError(f"{path}: extends: config file not found: {parent_path}")
+    return deep_update(read_pipeline_yaml(parent_path, (*seen, path.resolve())), data)
+
+
+def load_pipeline_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Load and validate a pipeline YAML (with what it extends, then the overrides on top)."""
+    path = Path(path)
+    data = read_pipeline_yaml(path)
+    if overrides:
+        data = deep_update(data, overrides)
+    _, lines = load_yaml(path)
+    return validate_config(data, PipelineConfig, file=path, lines=lines)
 
 
 def resolve_section(value: str | dict[str, Any], base_dir: Path, what: str) -> tuple[dict[str, Any], Path | None]:

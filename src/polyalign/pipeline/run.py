@@ -6,10 +6,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..config import load_config
-from .config import PipelineConfig
+from .config import load_pipeline_config
 from .graph import Pipeline, StageResult
-from .stages import Wiring, build_stages, unknown_stage_error
+from .stages import Wiring, build_stages, unknown_stage_error, unlisted_methods
 
 
 def load_pipeline(config_path: str | Path, overrides: dict[str, Any] | None = None,
@@ -17,7 +16,7 @@ def load_pipeline(config_path: str | Path, overrides: dict[str, Any] | None = No
                   trainer_callbacks: Callable[[], list[Any]] = list) -> tuple[Wiring, Pipeline]:
     """Validate the config and every stage's settings (before any work) and build the pipeline."""
     config_path = Path(config_path)
-    config = load_config(config_path, PipelineConfig, overrides)
+    config = load_pipeline_config(config_path, overrides)
     wiring = Wiring(config, config_path)
     wiring.preflight()
     return wiring, Pipeline(build_stages(wiring), wiring.root, log=log, trainer_callbacks=trainer_callbacks)
@@ -34,5 +33,5 @@ def run_pipeline(config_path: str | Path, *, targets: Iterable[str] | None = Non
     asked = list(targets or []) + list(force)
     unknown = [t for t in asked if t not in known]
     if unknown:
-        raise unknown_stage_error(unknown, known)
+        raise unknown_stage_error(unknown, known, unlisted_methods(wiring.config, unknown))
     return wiring, pipeline.run(list(targets) if targets else None, force=force)

@@ -1,13 +1,16 @@
 """The stages of a PolyAlign experiment, wired from a PipelineConfig.
 
 ```
-data ─▶ base ─▶ sft ────────▶ samples_sft ─────────┐
-   │         └▶ bucket_sft ─▶ samples_bucket_sft ──┴▶ critic ─▶ pairs_dpo ─▶ dpo
-   │                                                        └▶ pairs_hdpo ─▶ hdpo
-   └▶ suite ─▶ gen_<method> ─▶ eval_<method> ─▶ compare      (method ∈ base, sft, bucket_sft, dpo, hdpo)
+data ─▶ base ─▶ sft ────────▶ samples_sft ────────┬▶ critic ─▶ pairs_sft ────────▶ dpo, hdpo_sft
+   │         └▶ bucket_sft ─▶ samples_bucket_sft ─┘        └▶ pairs_bucket_sft ─▶ hdpo, dpo_bsft, dpo_w_bsft, ...
+   └▶ suite ─▶ gen_<method> ─▶ eval_<method> ─▶ compare             (method ∈ `methods:`)
 ```
 
-Every stage calls the same importable function as its CLI verb; this module only wires folders and settings.
+A preference method (declared under `preference:`) depends on its init (sft or bucket_sft) and on the pairs
+stage of the policy whose samples are its rejected side (pairs_sft or pairs_bucket_sft); each pairs stage is
+built once and shared by every method that uses it. Only the stages the listed `methods:` need are built (no
+samples, critic or pairs when no preference method is listed). Every stage calls the same importable function
+as its CLI verb; this module only wires folders and settings.
 """
 
 from __future__ import annotations
@@ -19,10 +22,8 @@ from typing import Any
 from ..data.stratify import stratified_records
 from ..errors import ConfigError, PolyAlignError
 from ..io import read_json, write_json
-from .config import METHOD_LABELS, PipelineConfig, merged, resolve_section
+from .config import POLICIES, PipelineConfig, merged, resolve_section
 from .graph import Stage, StageContext
-
-TRAINED = ("sft", "bucket_sft", "dpo", "hdpo")
 
 
 class Wiring:
@@ -77,15 +78,35 @@ class Wiring:
         return config
 
     def preference_config(self, method: str, work: Path | None = None) -> Any:
+        """The HDPORunConfig a preference method trains with: its trainer section, its loss overrides, and
+        the wired init model, pairs file, output folder and seed."""
         from ..config import validate_config
-        from ..train.hdpo import HDPORunConfig, check_training_keys
+        from ..train.hdpo import HDPORunConfig, LossSection, check_training_keys
 
-        init = "sft" if method == "dpo" else "bucket_sft"
-        wired = {"model": self.model_path(init), "pairs": str(self.dir(f"pairs_{method}") / "pairs.jsonl"),
+        spec = self.config.preference[method]
+        wired = {"model": self.model_path(spec.init), "pairs": str(self.dir(f"pairs_{spec.pairs}") / "pairs.jsonl"),
                  "output_dir": str((work or self.dir(method)) / "model"), "seed": self.config.seed}
-        config = validate_config(merged(self.sections[method], wired), HDPORunConfig, prefix=(method,))
+        config = validate_config(merged(self.sections[spec.trainer], wired), HDPORunConfig,
+                                 prefix=(spec.trainer,))
+        if spec.loss:
+            loss = validate_config({**config.loss.model_dump(), **spec.loss}, LossSection,
+                                   prefix=("preference", method, "loss"))
+            config = config.model_copy(update={"loss": loss})
         check_training_keys(config)
         return config
+
+    def check_plain_dpo(self, method: str, config: Any) -> None:
+        """A method on the plain-DPO trainer config (`trainer: dpo`) must train plain DPO."""
+        from ..train.hdpo import as_plain_dpo, is_plain_dpo
+
+        if self.config.preference[method].trainer != "dpo" or is_plain_dpo(config):
+            return
+        _, notes = as_plain_dpo(config)
+        if config.loss.label_smoothing:
+            notes.append(f"loss.label_smoothing {config.loss.label_smoothing} -> 0")
+        raise ConfigError(f"preference.{method}: trainer 'dpo' is plain DPO, but this loss has HDPO terms on "
+                          f"(plain DPO needs {'; '.join(notes)}): turn them off in the dpo config or the "
+                          f"method's loss:, or use trainer: hdpo")
 
     def preflight(self) -> None:
         """Check every stage's settings and the base model before any work starts."""
@@ -100,30 +121,31 @@ class Wiring:
             validate_config(base.tiny, TinyModelConfig, prefix=("base", "tiny"))
             if base.pretrain is not None:
                 validate_config(base.pretrain, PretrainConfig, prefix=("base", "pretrain"))
-        for method in ("sft", "bucket_sft"):
-            self.sft_config(method)
-        for method in ("dpo", "hdpo"):
-            self.preference_config(method)
+        for policy in POLICIES:
+            self.sft_config(policy)
+        for method in self.config.preference:
+            self.check_plain_dpo(method, self.preference_config(method))
         self.decoding()
         self.decoding(self.config.samples.decoding)
         self.critic_config()
-        self.pairs_config("dpo")
+        for policy in POLICIES:
+            self.pairs_config(policy)
 
     def critic_config(self, work: Path | None = None) -> Any:
         from ..config import validate_config
         from ..critic.fit import CriticConfig
 
         wired = {"data": str(self.dir("data")), "out": str(work or self.dir("critic")), "seed": self.config.seed,
-                 "predictions": [str(self.dir(f"samples_{m}") / "predictions.jsonl") for m in ("sft", "bucket_sft")]}
+                 "predictions": [str(self.dir(f"samples_{p}") / "predictions.jsonl") for p in POLICIES]}
         return validate_config(merged(self.sections["critic"], wired), CriticConfig, prefix=("critic",))
 
-    def pairs_config(self, method: str, work: Path | None = None) -> Any:
+    def pairs_config(self, policy: str, work: Path | None = None) -> Any:
+        """The PairsConfig of pairs_<policy>: rejected side = that policy's samples."""
         from ..config import validate_config
         from ..pairs import PairsConfig
 
-        policy = "sft" if method == "dpo" else "bucket_sft"
         wired = {"data": str(self.dir("data")), "critic": str(self.dir("critic")),
-                 "out": str(work or self.dir(f"pairs_{method}")), "seed": self.config.seed,
+                 "out": str(work or self.dir(f"pairs_{policy}")), "seed": self.config.seed,
                  "profile": self.config.profile,
                  "predictions": [str(self.dir(f"samples_{policy}") / "predictions.jsonl")]}
         return validate_config(merged(self.sections["pairs"], wired), PairsConfig, prefix=("pairs",))
@@ -203,11 +225,24 @@ def _preference(w: Wiring, method: str):
     def run(ctx: StageContext) -> dict[str, Any]:
         from ..train.hdpo import run_hdpo
 
-        config = w.preference_config(method, ctx.work_dir)
-        run_hdpo(config, plain_dpo=(method == "dpo"), log=lambda m, *a, **k: ctx.log(f"  {m}"),
-                 callbacks=ctx.trainer_callbacks())
-        return {}
+        config = w.preference_config(method, ctx.work_dir)  # plain DPO when its loss has every term off
+        run_hdpo(config, log=lambda m, *a, **k: ctx.log(f"  {m}"), callbacks=ctx.trainer_callbacks())
+        return {"method": config.method}
     return run
+
+
+def loss_description(config: Any) -> str:
+    """What a preference config trains, for stage listings: 'plain DPO' or DPO plus the terms that are on."""
+    from ..train.hdpo import is_plain_dpo
+
+    if is_plain_dpo(config):
+        return "plain DPO"
+    loss = config.loss
+    terms = [("pair weights", loss.use_weights), (f"regularizer λ={loss.reg_lambda:g}", loss.reg_lambda > 0),
+             (f"anchor γ={loss.anchor_gamma:g}", loss.anchor_gamma > 0),
+             (f"label smoothing ε={loss.label_smoothing:g}", loss.label_smoothing > 0),
+             ("on-policy term", config.on_policy.enabled)]
+    return "DPO + " + " + ".join(name for name, on in terms if on)
 
 
 def _suite(w: Wiring):
@@ -216,7 +251,7 @@ def _suite(w: Wiring):
 
         s = w.config.suite
         build_suite(ctx.deps["data"], ctx.work_dir, cap_per_bucket=s.cap_per_bucket, seed=s.seed,
-                    ref_pool=s.ref_pool)
+                    ref_pool=s.ref_pool, context_key=s.context_key)
         manifest = read_json(ctx.work_dir / "manifest.json")
         return {k: manifest[k] for k in ("n_items", "version") if k in manifest}
     return run
@@ -246,11 +281,11 @@ def _critic(w: Wiring):
     return run
 
 
-def _pairs(w: Wiring, method: str):
+def _pairs(w: Wiring, policy: str):
     def run(ctx: StageContext) -> dict[str, Any]:
         from ..pairs import build_pairs_stage
 
-        _, summary = build_pairs_stage(w.pairs_config(method, ctx.work_dir))
+        _, summary = build_pairs_stage(w.pairs_config(policy, ctx.work_dir))
         return {k: summary[k] for k in ("n_pairs",) if k in summary}
     return run
 
@@ -274,7 +309,7 @@ def _evaluate(w: Wiring, method: str):
 
         evaluate(ctx.deps[f"gen_{method}"] / "predictions.jsonl", ctx.deps["suite"], ctx.work_dir,
                  featurizer=w.config.eval.featurizer, featurizer_options=w.config.eval.featurizer_options,
-                 seed=w.config.seed, name=METHOD_LABELS[method])
+                 seed=w.config.seed, name=w.config.label(method))
         return {}
     return run
 
@@ -284,16 +319,68 @@ def _compare(w: Wiring):
         from ..eval.compare import compare_runs
 
         methods = w.config.methods
-        compare_runs([ctx.deps[f"eval_{m}"] for m in methods], ctx.work_dir,
-                     names=[METHOD_LABELS[m] for m in methods])
-        return {"methods": [METHOD_LABELS[m] for m in methods]}
+        names = [w.config.label(m) for m in methods]
+        compare_runs([ctx.deps[f"eval_{m}"] for m in methods], ctx.work_dir, names=names,
+                     contrasts=w.config.contrast_labels())
+        return {"methods": names}
     return run
 
 
-def build_stages(w: Wiring) -> list[Stage]:
-    """The stage list of a pipeline (only the methods it evaluates, and what they need)."""
+def needed_policies(config: PipelineConfig) -> list[str]:
+    """The SFT policies to train: those listed, and both when a preference method is listed (its init, and
+    the critic's model side is the samples of both)."""
+    if config.preference_methods():
+        return list(POLICIES)
+    return [p for p in POLICIES if p in config.methods]
+
+
+def pairs_policies(config: PipelineConfig) -> list[str]:
+    """The policies whose pairs stage a listed preference method trains on (each built once)."""
+    used = {config.preference[m].pairs for m in config.preference_methods()}
+    return [p for p in POLICIES if p in used]
+
+
+def _sft_stages(w: Wiring, policy: str, with_samples: bool) -> list[Stage]:
     c = w.config
-    seed = c.seed
+    stages = [Stage(policy, _sft(w, policy), deps=("data", "base"), resumable=True,
+                    config=w.sft_config(policy).model_dump(mode="json", exclude={"output_dir"}),
+                    description=c.label(policy))]
+    if with_samples:
+        stages.append(Stage(f"samples_{policy}", _samples(w, policy), deps=("data", policy), resumable=True,
+                            config={**c.samples.model_dump(), "decoding": w.decoding(c.samples.decoding).model_dump(),
+                                    "profile": c.profile, "seed": c.seed},
+                            description=f"policy samples of {c.label(policy)} on train prompts"))
+    return stages
+
+
+def _pairs_stage(w: Wiring, policy: str) -> Stage:
+    return Stage(f"pairs_{policy}", _pairs(w, policy), deps=("data", "critic", f"samples_{policy}"),
+                 config=w.pairs_config(policy).model_dump(mode="json", exclude={"out"}),
+                 description=f"preference pairs (rejected = {w.config.label(policy)} samples)")
+
+
+def _preference_stage(w: Wiring, method: str) -> Stage:
+    spec = w.config.preference[method]
+    config = w.preference_config(method)
+    return Stage(method, _preference(w, method), deps=(spec.init, f"pairs_{spec.pairs}"), resumable=True,
+                 config=config.model_dump(mode="json", exclude={"output_dir"}),
+                 description=f"{w.config.label(method)}: {loss_description(config)} from "
+                             f"{w.config.label(spec.init)} on pairs_{spec.pairs}")
+
+
+def _method_stages(w: Wiring, method: str) -> list[Stage]:
+    c = w.config
+    model_stage = "base" if method == "base" else method
+    return [Stage(f"gen_{method}", _generate(w, method), deps=("suite", model_stage), resumable=True,
+                  config={"decoding": w.decoding().model_dump(), "profile": c.profile, "model": method},
+                  description=f"{c.label(method)}: generate on the suite"),
+            Stage(f"eval_{method}", _evaluate(w, method), deps=("suite", f"gen_{method}"),
+                  config={**c.eval.model_dump(), "seed": c.seed}, description=f"{c.label(method)}: score")]
+
+
+def build_stages(w: Wiring) -> list[Stage]:
+    """The stage list of a pipeline: only the methods it evaluates, and what they need."""
+    c = w.config
     data_inputs = tuple(Path(s.path) for s in w.data_config.sources if Path(s.path).exists())
     stages = [
         Stage("data", _data(w), config=w.data_config.model_dump(mode="json"), inputs=data_inputs,
@@ -301,38 +388,22 @@ def build_stages(w: Wiring) -> list[Stage]:
         Stage("base", _base(w), deps=("data",), config=c.base.model_dump(mode="json"), resumable=True,
               description="the base LM" + ("" if c.base.model else " (tiny, built and pretrained here)")),
         Stage("suite", _suite(w), deps=("data",), config=c.suite.model_dump(),
-              description="bucket-stratified evaluation suite from the test split"),
+              description="evaluation suite from the test split, drawn per context group"),
     ]
-    for method in ("sft", "bucket_sft"):
-        stages.append(Stage(method, _sft(w, method), deps=("data", "base"), resumable=True,
-                            config=w.sft_config(method).model_dump(mode="json", exclude={"output_dir"}),
-                            description=METHOD_LABELS[method]))
-        stages.append(Stage(f"samples_{method}", _samples(w, method), deps=("data", method), resumable=True,
-                            config={**c.samples.model_dump(), "decoding": w.decoding(c.samples.decoding).model_dump(),
-                                    "profile": c.profile, "seed": seed},
-                            description=f"policy samples of {METHOD_LABELS[method]} on train prompts"))
-    stages.append(Stage("critic", _critic(w), deps=("data", "samples_sft", "samples_bucket_sft"),
-                        config=w.critic_config().model_dump(mode="json", exclude={"out"}),
-                        description="bucket-conditioned critic: human vs model"))
-    for method in ("dpo", "hdpo"):
-        init = "sft" if method == "dpo" else "bucket_sft"
-        stages.append(Stage(f"pairs_{method}", _pairs(w, method), deps=("data", "critic", f"samples_{init}"),
-                            config=w.pairs_config(method).model_dump(mode="json", exclude={"out"}),
-                            description=f"preference pairs (rejected = {METHOD_LABELS[init]} samples)"))
-        stages.append(Stage(method, _preference(w, method), deps=(init, f"pairs_{method}"), resumable=True,
-                            config=w.preference_config(method).model_dump(mode="json", exclude={"output_dir"}),
-                            description=METHOD_LABELS[method]))
-    decoding = w.decoding().model_dump()
+    preference = c.preference_methods()
+    for policy in needed_policies(c):
+        stages.extend(_sft_stages(w, policy, with_samples=bool(preference)))
+    if preference:
+        stages.append(Stage("critic", _critic(w), deps=("data", *(f"samples_{p}" for p in POLICIES)),
+                            config=w.critic_config().model_dump(mode="json", exclude={"out"}),
+                            description="bucket-conditioned critic: human vs model"))
+        stages.extend(_pairs_stage(w, policy) for policy in pairs_policies(c))
+        stages.extend(_preference_stage(w, method) for method in preference)
     for method in c.methods:
-        model_stage = "base" if method == "base" else method
-        stages.append(Stage(f"gen_{method}", _generate(w, method), deps=("suite", model_stage), resumable=True,
-                            config={"decoding": decoding, "profile": c.profile, "model": method},
-                            description=f"{METHOD_LABELS[method]}: generate on the suite"))
-        stages.append(Stage(f"eval_{method}", _evaluate(w, method), deps=("suite", f"gen_{method}"),
-                            config={**c.eval.model_dump(), "seed": seed},
-                            description=f"{METHOD_LABELS[method]}: score"))
+        stages.extend(_method_stages(w, method))
     stages.append(Stage("compare", _compare(w), deps=tuple(f"eval_{m}" for m in c.methods),
-                        config={"methods": list(c.methods)}, description="side-by-side report"))
+                        config={"methods": list(c.methods), "contrasts": c.listed_contrasts()},
+                        description="side-by-side report with paired tests"))
     return stages
 
 
@@ -340,5 +411,13 @@ def stage_names(w: Wiring) -> list[str]:
     return [s.name for s in build_stages(w)]
 
 
-def unknown_stage_error(names: Sequence[str], known: Sequence[str]) -> ConfigError:
-    return ConfigError(f"unknown stage(s) {list(names)}; stages of this pipeline: {', '.join(known)}")
+def unlisted_methods(config: PipelineConfig, names: Sequence[str]) -> list[str]:
+    """The methods not in `methods:` that the stage names ask for (their stages are not built)."""
+    declared = [m for m in (*POLICIES, "base", *config.preference) if m not in config.methods]
+    return [m for m in declared if any(n in (m, f"gen_{m}", f"eval_{m}") for n in names)]
+
+
+def unknown_stage_error(names: Sequence[str], known: Sequence[str], unlisted: Sequence[str] = ()) -> ConfigError:
+    hint = (f" ({', '.join(unlisted)} not in `methods:`: list them there to build their stages)"
+            if unlisted else "")
+    return ConfigError(f"unknown stage(s) {list(names)}{hint}; stages of this pipeline: {', '.join(known)}")
