@@ -1,12 +1,17 @@
-"""The comparison of the paper, reproduced here: Base, SFT, Bucket-SFT, DPO and HDPO over several training seeds.
+"""The attributable comparison over several training seeds: every method of a pipeline config (by default
+configs/pipeline/ladder.yaml: Base, SFT, Bucket-SFT, DPO and HDPO from both inits, and the ablation ladder
+DPO -> + pair weights -> + regularizer -> + anchor = HDPO from Bucket-SFT on one pair set).
 
-Runs the pipeline (configs/pipeline/demo.yaml by default) once per seed. The data, the base model and the
-evaluation suite do not depend on the training seed, so they are built once and shared: every seed trains,
-samples, fits the critic, builds pairs, trains DPO/HDPO, generates and scores anew. Prints (and writes as
-Markdown) mean ± sd over seeds per method, overall, per language (EN, ZH) and per track (single, multi), with the
-human-vs-human ceiling.
+Runs the pipeline once per seed (cached and resumable: rerun the same command to finish an interrupted run). The
+data, the base model and the evaluation suite do not depend on the training seed, so they are built once and
+shared: every seed trains, samples, fits the critic, builds pairs, trains the preference methods, generates and
+scores anew. Prints (and writes as Markdown) the context view's headline metrics per method (the config's
+`methods:`, in order), overall, per language and per track: mean ± seed sd with a 95% CI that covers both the
+items (paired bootstrap draws, the same for every method and seed) and the seeds; the held-out and same-prompt
+human ceilings; and the config's contrasts as paired tests with Holm's correction.
 
     python benchmarks/experiment.py --seeds 0,1,2 --root runs/experiment --out runs/experiment/results.md
+    python benchmarks/experiment.py --config configs/pipeline/demo.yaml   # the demo's five methods only
 """
 
 from __future__ import annotations
@@ -24,17 +29,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from polyalign.cli.pipeline import _log, quiet_libraries  # noqa: E402
+from polyalign.eval.headline import HEADLINE_METRICS  # noqa: E402
+from polyalign.eval.registry import load_all  # noqa: E402
+from polyalign.eval.significance import holm, seed_pooled_difference  # noqa: E402
 from polyalign.io import read_json, write_text  # noqa: E402
 from polyalign.pipeline.run import run_pipeline  # noqa: E402
 
 SHARED_STAGES = ("data", "base", "suite")
-# (metric key in comparison.json, column label, better)
-COLUMNS = [
-    ("c2st_acc", "C2ST acc", "→0.5"), ("feature_gap", "feature gap", "↓"), ("coverage_joint", "joint cov.", "→ceil"),
-    ("c_mauve", "C-MAUVE", "↑"), ("length_w1_norm", "length W1", "↓"), ("f1", "F1", "↑"), ("chrf", "chrF", "↑"),
-]
 SLICES = [("overall", "all"), ("by_language/en", "EN"), ("by_language/zh", "ZH"), ("by_track/single", "single"),
           ("by_track/multi", "multi")]
+TEST_SLICES = ("overall", "by_language/en", "by_language/zh")
 
 
 def share_stages(first: Path, target: Path) -> None:
@@ -46,39 +50,109 @@ def share_stages(first: Path, target: Path) -> None:
             os.symlink((first / stage).resolve(), link)
 
 
-def mean_sd(values: list[float]) -> str:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+def _array(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
-def results_table(comparisons: list[dict], seeds: list[int], wall: dict[int, float]) -> str:
-    """Markdown: one table per slice, methods × metrics, mean ± sd over seeds, with the human ceiling row."""
-    methods = comparisons[0]["methods"]
+def seed_cell(blocks: list[dict], metric: str, slice_name: str) -> dict | None:
+    """Mean over seeds of one headline number, its seed sd, and a 95% CI with SE² = SE²_items(seed mean) +
+    Var_seeds / S (the draws are the same items for every seed, so they are averaged draw by draw)."""
+    values = [b["summary"][metric][slice_name]["value"] for b in blocks]
+    if any(v is None for v in values):
+        return None
+    reps = np.array([_array(b["replicates"][metric][slice_name]) for b in blocks])
+    mean_draws = np.nanmean(reps, axis=0)
+    se_items = float(np.nanstd(mean_draws, ddof=1))
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    se = math.sqrt(se_items ** 2 + sd ** 2 / len(values))
+    mean = float(np.mean(values))
+    return {"mean": mean, "sd": sd, "ci": [mean - 1.96 * se, mean + 1.96 * se]}
+
+
+def fmt_cell(cell: dict | None, with_sd: bool = True) -> str:
+    if cell is None:
+        return "n/a"
+    sd = f" ± {cell['sd']:.3f}" if with_sd and cell["sd"] else ""
+    return f"{cell['mean']:.3f}{sd} [{cell['ci'][0]:.3f}, {cell['ci'][1]:.3f}]"
+
+
+def headline_blocks(evals: dict[str, list[dict]], side: str, view: str = "context") -> dict[str, list[dict]]:
+    """method → the per-seed headline blocks of one side ('model', 'ceiling', ...)."""
+    return {m: [r["headline"][view][side] for r in runs if side in r["headline"][view]] for m, runs in evals.items()}
+
+
+def results_tables(evals: dict[str, list[dict]], labels: dict[str, str], contrasts: list[tuple[str, str]],
+                   seeds: list[int], wall: dict[int, float]) -> str:
+    """Markdown: the context view per slice (methods × headline metrics, mean ± seed sd [95% CI]) with the
+    held-out humans, the same-prompt items, and the paired tests of the contrasts, Holm-corrected per slice."""
+    registry = load_all()
     lines = [f"Seeds: {', '.join(map(str, seeds))}. Wall time per seed: "
-             + ", ".join(f"seed {s} {wall[s] / 60:.1f} min" for s in seeds) + ".", ""]
+             + ", ".join(f"seed {s} {wall[s] / 60:.1f} min" for s in seeds) + ".", "",
+             "Context view (groups = language | track | family; length scored inside each group). Cells: mean over "
+             "seeds ± seed sd [95% CI, item bootstrap + seed variance]. Held-out humans = the suite items' own "
+             "gold responses against the same train pool (the attainable ceiling).", ""]
+    model = headline_blocks(evals, "model")
+    ceiling = next(iter(headline_blocks(evals, "ceiling").values()))
+    header = "| method | " + " | ".join(f"{m} {registry[m].arrow}" for m in HEADLINE_METRICS) + " |"
     for key, label in SLICES:
-        if key not in comparisons[0]["tables"]:
-            continue
-        lines.append(f"**{label}**")
+        lines += [f"**{label}**", "", header, "|---|" + "---|" * len(HEADLINE_METRICS)]
+        for method, blocks in model.items():
+            lines.append(f"| {labels[method]} | " + " | ".join(fmt_cell(seed_cell(blocks, m, key))
+                                                            for m in HEADLINE_METRICS) + " |")
+        lines.append("| held-out humans | " + " | ".join(fmt_cell(seed_cell(ceiling, m, key), with_sd=False)
+                                                      for m in HEADLINE_METRICS) + " |")
         lines.append("")
-        lines.append("| method | " + " | ".join(f"{c[1]} {c[2]}" for c in COLUMNS) + " |")
-        lines.append("|---|" + "---|" * len(COLUMNS))
-        for method in [*methods, "human ceiling"]:
-            cells = []
-            for metric, _, _ in COLUMNS:
-                cells.append(mean_sd([c["tables"][key].get(method, {}).get(metric) for c in comparisons]))
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    same = next(iter(headline_blocks(evals, "same_prompt").values()), [])
+    if same:
+        on_items = headline_blocks(evals, "model_same_prompt_items")
+        gold = next(iter(headline_blocks(evals, "ceiling_same_prompt_items").values()))
+        n = sum(g["n"] for g in same[0]["groups"].values())
+        lines += [f"**Items with a same-prompt human reply** ({n} OASST items; the same-prompt row is another "
+                  "human answering the same prompt, scored like a method)", "", header,
+                  "|---|" + "---|" * len(HEADLINE_METRICS)]
+        for method, blocks in on_items.items():
+            lines.append(f"| {labels[method]} | " + " | ".join(fmt_cell(seed_cell(blocks, m, "overall"))
+                                                            for m in HEADLINE_METRICS) + " |")
+        for name, blocks in (("held-out humans (same items)", gold), ("same-prompt humans", same)):
+            lines.append(f"| {name} | " + " | ".join(fmt_cell(seed_cell(blocks, m, "overall"), with_sd=False)
+                                                     for m in HEADLINE_METRICS) + " |")
+        lines.append("")
+    lines += ["**Paired tests** (badness(A) − badness(B), negative = A better; seed-mean difference with SE² = "
+              "SE²_items + Var_seeds/S; two-sided p; Holm over every row of a slice; seeds = how many seeds "
+              "agree in sign)", ""]
+    for key in TEST_SLICES:
+        rows = []
+        for a, b in contrasts:
+            for metric in HEADLINE_METRICS:
+                ba, bb = model[a], model[b]
+                if any(x["summary"][metric][key]["value"] is None for x in ba + bb):
+                    continue
+                human = seed_cell(ceiling, metric, key)
+                test = seed_pooled_difference(
+                    registry[metric], [x["summary"][metric][key]["value"] for x in ba],
+                    [x["summary"][metric][key]["value"] for x in bb],
+                    [x["replicates"][metric][key] for x in ba], [x["replicates"][metric][key] for x in bb],
+                    human["mean"] if human else None, ceiling[0]["replicates"][metric].get(key) if human else None)
+                rows.append((a, b, metric, test))
+        adjusted = holm([t["p"] for *_, t in rows])
+        lines += [f"*{dict(SLICES)[key]}*", "", "| A − B | metric | diff [95% CI] | p (Holm) | significant | seeds |",
+                  "|---|---|---|---|---|---|"]
+        for (a, b, metric, t), p in zip(rows, adjusted):
+            if t["diff"] is None:
+                continue
+            agree = sum(np.sign(d) == np.sign(t["diff"]) for d in t["seed_diffs"])
+            ci = f" [{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}]" if t["ci"] else ""
+            sig = "**yes**" if p is not None and p < 0.05 else "no"
+            lines.append(f"| {labels[a]} − {labels[b]} | {metric} | {t['diff']:+.3f}{ci} | "
+                         f"{'–' if p is None else f'{p:.3g}'} | {sig} | {agree}/{len(t['seed_diffs'])} |")
         lines.append("")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(REPO / "configs" / "pipeline" / "demo.yaml"))
+    parser.add_argument("--config", default=str(REPO / "configs" / "pipeline" / "ladder.yaml"),
+                        help="pipeline config; every method in its `methods:` is trained and scored")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--root", default="runs/experiment")
     parser.add_argument("--out", default=None, help="Markdown results file (default ROOT/results.md)")
@@ -87,7 +161,9 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     root = Path(args.root)
     wall: dict[int, float] = {}
-    comparisons = []
+    evals: dict[str, list[dict]] = {}
+    labels: dict[str, str] = {}
+    contrasts: list[tuple[str, str]] = []
     started = time.time()
     for i, seed in enumerate(seeds):
         workdir = root / f"seed{seed}"
@@ -95,13 +171,21 @@ def main() -> None:
             share_stages(root / f"seed{seeds[0]}", workdir)
         t0 = time.time()
         print(f"== seed {seed}: {workdir}", flush=True)
-        run_pipeline(args.config, overrides={"workdir": str(workdir), "seed": seed}, log=_log)
+        wiring, _ = run_pipeline(args.config, overrides={"workdir": str(workdir), "seed": seed}, log=_log)
+        config = wiring.config
+        labels = {m: config.label(m) for m in config.methods}
+        contrasts = config.listed_contrasts()
+        if contrasts is None:
+            contrasts = [(b, a) for a, b in zip(config.methods, config.methods[1:])]
         wall[seed] = time.time() - t0
-        comparisons.append(read_json(workdir / "compare" / "comparison.json"))
-    table = results_table(comparisons, seeds, wall)
+        for method in config.methods:
+            evals.setdefault(method, []).append(read_json(workdir / f"eval_{method}" / "metrics.json"))
+    table = results_tables(evals, labels, contrasts, seeds, wall)
+    methods = list(labels.values())
     command = " ".join(["python", "benchmarks/experiment.py", *sys.argv[1:]])
-    text = (f"# PolyAlign experiment\n\nCommand: `{command}`\n\nConfig: `{args.config}`. Total wall time "
-            f"{(time.time() - started) / 60:.1f} min on this machine.\n\n{table}\n")
+    text = (f"# PolyAlign experiment\n\nCommand: `{command}`\n\nConfig: `{args.config}` (methods: "
+            f"{', '.join(methods)}). Total wall time {(time.time() - started) / 60:.1f} min on this machine.\n\n"
+            f"{table}\n")
     out = Path(args.out) if args.out else root / "results.md"
     write_text(out, text)
     print(text)

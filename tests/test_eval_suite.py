@@ -10,7 +10,7 @@ import pytest
 from eval_helpers import feature_fn
 from records_factory import make_records, write_data_dir
 
-from polyalign.errors import InputError
+from polyalign.errors import ConfigError, InputError
 from polyalign.eval.suite import build_suite, load_suite
 
 
@@ -27,20 +27,49 @@ def _build(data_dir, out, **kwargs):
     return build_suite(data_dir, out, feature_fn=fn, feature_names=names, **kwargs)
 
 
-def test_suite_is_stratified_capped_and_pools_come_from_train(data_dir, tmp_path):
+def _context(r):
+    return f"{r.language}|{r.track}|{r.family}"
+
+
+def test_suite_is_drawn_per_context_group_capped_and_pools_come_from_train(data_dir, tmp_path):
     suite = load_suite(_build(data_dir, tmp_path / "s", cap_per_bucket=15, ref_pool=40, min_pool=5))
-    counts = Counter(r.bucket_id for r in suite.items)
-    test_counts = Counter(r.bucket_id for r in make_records(220, seed=1, split="test"))
-    assert all(counts[b] == min(15, test_counts[b]) for b in counts)
+    counts = Counter(_context(r) for r in suite.items)
+    test_counts = Counter(_context(r) for r in make_records(220, seed=1, split="test"))
+    assert all(counts[g] == min(15, test_counts[g]) for g in counts)
     assert {r.split for r in suite.items} == {"test"}
     assert {r.split for r in suite.pool} == {"train"}
-    assert max(Counter(r.bucket_id for r in suite.pool).values()) <= 40
-    assert set(suite.buckets) <= {r.bucket_id for r in suite.pool}
+    assert max(Counter(_context(r) for r in suite.pool).values()) <= 40
+    assert set(counts) <= {_context(r) for r in suite.pool}
+    assert suite.context_key == ("language", "track", "family")
+    assert suite.view("context").groups == sorted(counts)
     assert suite.item_features.shape == (len(suite.items), len(suite.feature_names))
-    assert suite.manifest["buckets"][suite.buckets[0]]["items"] == counts[suite.buckets[0]]
+    first = sorted(counts)[0]
+    assert suite.manifest["groups"][first]["items"] == counts[first]
+    assert sum(suite.manifest["groups"][first]["items_by_bucket"].values()) == counts[first]
     fn, _ = feature_fn()
     np.testing.assert_allclose(suite.pool_features[:3], fn([r.response for r in suite.pool[:3]],
                                                            [r.language for r in suite.pool[:3]]))
+
+
+def test_items_keep_the_length_mix_of_their_context_group(tmp_path):
+    """Drawn uniformly inside a context group, not per gold length bin: the test split's bin shares survive."""
+    records = make_records(900, seed=5, split="test")
+    root = write_data_dir(tmp_path / "d", {"train": make_records(600, seed=6, split="train"), "val": [],
+                                           "test": records})
+    suite = load_suite(_build(root, tmp_path / "s", cap_per_bucket=10_000, ref_pool=40, min_pool=5))
+    by_group = Counter((_context(r), r.length_bin) for r in suite.items)
+    expected = Counter((_context(r), r.length_bin) for r in records if _context(r) in suite.view("context").groups)
+    assert by_group == expected
+
+
+def test_context_key_naming_the_response_or_an_unknown_field_is_refused_before_any_work(data_dir, tmp_path):
+    for key, message in ((["language", "length_bin"], "property of the response"),
+                         (["language", "bucket_id"], "property of the response"),
+                         (["language", "colour"], "no record field")):
+        out = tmp_path / key[-1]
+        with pytest.raises(ConfigError, match=message):
+            _build(data_dir, out, context_key=key, min_pool=5)
+        assert not out.exists()
 
 
 def test_suite_is_deterministic_per_seed(data_dir, tmp_path):
@@ -51,13 +80,15 @@ def test_suite_is_deterministic_per_seed(data_dir, tmp_path):
     assert a.version != c.version
 
 
-def test_buckets_without_enough_train_references_are_dropped_and_reported(data_dir, tmp_path):
-    suite = load_suite(_build(data_dir, tmp_path / "s", min_pool=30))
-    dropped = suite.manifest["dropped_buckets"]
-    assert dropped, "the synthetic data has small buckets"
-    for bucket, info in dropped.items():
-        assert info["train"] < 30 and "fewer than 30" in info["reason"]
-        assert bucket not in suite.buckets
+def test_groups_without_enough_train_references_are_dropped_and_reported(data_dir, tmp_path):
+    train = Counter(_context(r) for r in make_records(500, seed=1, split="train"))
+    threshold = sorted(train.values())[len(train) // 2]
+    suite = load_suite(_build(data_dir, tmp_path / "s", min_pool=threshold))
+    dropped = suite.manifest["dropped_groups"]
+    assert dropped, "half of the synthetic context groups are below the threshold"
+    for group, info in dropped.items():
+        assert info["train"] < threshold and f"fewer than {threshold}" in info["reason"]
+        assert group not in suite.view("context").groups
 
 
 def test_edited_suite_is_refused(data_dir, tmp_path):

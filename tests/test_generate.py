@@ -153,3 +153,18 @@ def test_cli_per_bucket_generates_a_stratified_sample(model_dir: Path, tmp_path:
     assert result.exit_code == 0, result.output
     counts = Counter(row["bucket_id"] for row in _rows(out / "predictions.jsonl"))
     assert counts == {b: min(n, 2) for b, n in Counter(r.bucket_id for r in records).items()}
+
+
+def test_rows_say_whether_max_new_tokens_cut_the_response(model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import polyalign.generate as gen
+    from polyalign.models.loading import load_tokenizer
+
+    records = make_records(6, 3, split="test")
+    vocab = len(load_tokenizer(model_dir))
+    decoding = DecodingConfig(max_new_tokens=3, do_sample=False)
+    monkeypatch.setattr(gen, "_eos_ids", lambda model, tokenizer: [vocab + 7])  # no token ends a response
+    cut = _rows(generate_predictions(model_dir, records, tmp_path / "cut", decoding))
+    assert {r["finish"] for r in cut} == {"length"}
+    monkeypatch.setattr(gen, "_eos_ids", lambda model, tokenizer: list(range(vocab)))  # every token does
+    stopped = _rows(generate_predictions(model_dir, records, tmp_path / "stop", decoding))
+    assert {r["finish"] for r in stopped} == {"stop"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,12 +52,13 @@ class DecodingConfig(StrictModel):
 
 @dataclass
 class GenerationStats:
-    """Throughput of one generation call."""
+    """Throughput of one generation call, and which sequences hit max_new_tokens before an end token."""
 
     n_prompts: int = 0
     n_sequences: int = 0
     new_tokens: int = 0
     seconds: float = 0.0
+    truncated: list[bool] = field(default_factory=list)  # per sequence, in output order
 
     @property
     def tokens_per_second(self) -> float:
@@ -182,6 +183,7 @@ def generate_texts(model: Any, tokenizer: Any, prompt_texts: Sequence[str], deco
     for row, ends in zip(new, is_end):
         stop = int(ends.nonzero()[0]) + 1 if ends.any() else row.shape[0]
         stats.new_tokens += stop
+        stats.truncated.append(not bool(ends.any()) and row.shape[0] >= decoding.max_new_tokens)
     stats.seconds = time.perf_counter() - started
     return [[t.strip() for t in texts[i * k:(i + 1) * k]] for i in range(len(prompt_texts))], stats
 
@@ -277,9 +279,10 @@ def _messages(record: Any, profile: bool) -> list[dict[str, str]]:
     return prompt_messages(record, profile)
 
 
-def _row(record: Any, sample: int, text: str) -> dict[str, Any]:
+def _row(record: Any, sample: int, text: str, truncated: bool) -> dict[str, Any]:
+    """One predictions.jsonl row; `finish` is "length" when max_new_tokens cut the response, else "stop"."""
     return {"id": str(_get(record, "id")), "sample": sample, **{f: _get(record, f, "") for f in BUCKET_FIELDS},
-            "prediction": text}
+            "prediction": text, "finish": "length" if truncated else "stop"}
 
 
 def _generate_transformers(source: str, records: Sequence[Any], conversations: Sequence[list[dict[str, str]]],
@@ -296,7 +299,9 @@ def _generate_transformers(source: str, records: Sequence[Any], conversations: S
         batch = order[start:start + decoding.batch_size]
         outputs, stats = generate_texts(model, tokenizer, [texts[i] for i in batch], decoding,
                                         seed_keys=[str(_get(records[i], "id")) for i in batch])
-        rows = [_row(records[i], k, text) for i, samples in zip(batch, outputs) for k, text in enumerate(samples)
+        k_samples = decoding.num_samples
+        rows = [_row(records[i], k, text, stats.truncated[j * k_samples + k])
+                for j, (i, samples) in enumerate(zip(batch, outputs)) for k, text in enumerate(samples)
                 if (str(_get(records[i], "id")), k) not in done]
         append_jsonl(path, rows)
         total.n_prompts += stats.n_prompts
@@ -336,7 +341,7 @@ def _generate_vllm(source: str, records: Sequence[Any], conversations: Sequence[
             stats.n_sequences += 1
             stats.new_tokens += len(completion.token_ids)
             if (str(_get(record, "id")), k) not in done:
-                rows.append(_row(record, k, completion.text.strip()))
+                rows.append(_row(record, k, completion.text.strip(), completion.finish_reason == "length"))
     append_jsonl(path, rows)
     stats.seconds = time.perf_counter() - started
     if on_batch:

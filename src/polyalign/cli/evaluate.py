@@ -8,48 +8,52 @@ from typing import Any
 import typer
 
 from ..errors import InputError
+from ..eval.headline import HEADLINE_METRICS
+from ..eval.views import DEFAULT_CONTEXT_KEY
 from .common import console, make_table
 
 
 def _headline_table(result: dict[str, Any], title: str):
-    from ..eval.registry import load_all
-    from ..eval.report import HEADLINE_METRICS, fmt, group_keys
+    """The context view's headline numbers with CIs, next to the held-out and same-prompt humans."""
+    from ..eval.headline_report import table_for
+    from ..eval.contrasts import headline_tables
 
-    registry = load_all()
-    groups = group_keys(result["buckets"])
-    rows = []
-    for name in HEADLINE_METRICS:
-        block = result["metrics"].get(name)
-        if not block:
-            continue
-        model, ceiling = block["model"], block.get("ceiling")
-        rows.append([name, registry[name].arrow, fmt(model.get("headline")),
-                     fmt(ceiling.get("headline")) if ceiling else "–"]
-                    + [fmt(model.get(g, {}).get(k, {}).get("headline")) for g, k in groups])
-    return make_table(title, ["metric", "dir", "model", "human ceiling", *[k for _, k in groups]], rows)
+    runs = {result["metadata"]["name"]: result}
+    tables = headline_tables(runs, "context")
+    same = (tables["same_prompt_items"] or {}).get("overall") or {}
+    header, rows = table_for({**tables["all_items"]["overall"],
+                              **{f"{k} (same-prompt items)": v for k, v in same.items()}}, HEADLINE_METRICS)
+    transposed = [[header[j]] + [row[j] for row in rows] for j in range(1, len(header))]
+    return make_table(title, ["metric (context view)", *[row[0] for row in rows]], transposed)
 
 
 def suite(
     data: Path = typer.Option(..., "--data", help="A data directory from `polyalign data build`."),
     out: Path = typer.Option(..., "--out", help="Where to write the suite directory."),
-    cap_per_bucket: int = typer.Option(50, help="Maximum test items per bucket (seeded sample)."),
-    seed: int = typer.Option(0, help="Seed of the per-bucket samples."),
-    ref_pool: int = typer.Option(300, help="Maximum train responses per bucket in the human reference pool."),
-    min_pool: int = typer.Option(20, help="Buckets with fewer train responses are dropped (and reported)."),
+    cap_per_bucket: int = typer.Option(50, help="Maximum test items per context group (seeded sample)."),
+    seed: int = typer.Option(0, help="Seed of the per-group samples (and of the bootstrap draws)."),
+    ref_pool: int = typer.Option(300, help="Maximum train responses per context group in the reference pool."),
+    min_pool: int = typer.Option(20, help="Groups with fewer train responses are dropped (and reported)."),
+    context_key: str = typer.Option("|".join(DEFAULT_CONTEXT_KEY), help="Record fields known before the "
+                                    "response, '|'-separated: the groups items and pools are drawn in."),
+    split: str = typer.Option("test", help="Split of the items: test, or val to choose settings."),
 ) -> None:
-    """Build the evaluation suite: bucket-stratified TEST items plus each bucket's TRAIN human reference pool.
+    """Build the evaluation suite: TEST items and TRAIN human reference pools, drawn per context group.
 
     Example: polyalign suite --data runs/data --out runs/suite --cap-per-bucket 50 --ref-pool 300
     """
     from ..eval.suite import build_suite, load_suite
 
-    path = build_suite(data, out, cap_per_bucket=cap_per_bucket, seed=seed, ref_pool=ref_pool, min_pool=min_pool)
+    path = build_suite(data, out, cap_per_bucket=cap_per_bucket, seed=seed, ref_pool=ref_pool, min_pool=min_pool,
+                       context_key=context_key.split("|"), split=split)
     loaded = load_suite(path)
-    counts = loaded.manifest.get("buckets", {})
-    rows = [[b, c["language"], c["track"], c["family"], c["items"], c["pool"]] for b, c in sorted(counts.items())]
+    counts = loaded.manifest.get("groups", {})
+    rows = [[g, c["items"], c["pool"], c["items_with_alternatives"],
+             ", ".join(f"{b.split('|')[-1]} {n}" for b, n in c["items_by_bucket"].items())]
+            for g, c in sorted(counts.items())]
     console.print(make_table(f"suite {loaded.version}: {len(loaded.items)} items, {len(loaded.pool)} pool responses",
-                             ["bucket", "lang", "track", "family", "items", "pool"], rows))
-    dropped = loaded.manifest.get("dropped_buckets", {})
+                             ["context group", "items", "pool", "same-prompt", "items per length bin"], rows))
+    dropped = loaded.manifest.get("dropped_groups", {})
     for bucket, why in sorted(dropped.items()):
         console.print(f"[yellow]dropped[/] {bucket}: {why['reason']} (test {why['test']}, train {why['train']})")
     console.print(f"suite written to {path}")
@@ -121,28 +125,37 @@ def compare(
     runs: list[Path] = typer.Argument(..., help="Evaluation run folders (each with metrics.json)."),
     out: Path = typer.Option(..., "--out", help="Where to write the comparison report."),
     names: str | None = typer.Option(None, help="Comma-separated method names, one per run."),
+    contrast: list[str] = typer.Option([], "--contrast", help="A paired test 'A:B' (method names; repeatable). "
+                                       "Default: each method against the one before it."),
 ) -> None:
-    """Put several methods scored on the same suite in one table and one report.
+    """Put several methods scored on the same suite in one report: the context view with CIs and ceilings, paired
+    tests with Holm's correction, the oracle-length view, every metric.
 
     Example: polyalign compare runs/eval/base runs/eval/sft runs/eval/bsft runs/eval/dpo runs/eval/hdpo
-             --names base,SFT,Bucket-SFT,DPO,HDPO --out runs/compare
+             --names base,SFT,Bucket-SFT,DPO,HDPO --contrast Bucket-SFT:SFT --contrast HDPO:DPO --out runs/compare
     """
     from ..eval.compare import compare_runs
 
-    result = compare_runs(runs, out, names=names.split(",") if names else None)
+    result = compare_runs(runs, out, names=names.split(",") if names else None, contrasts=contrast or None)
     print_comparison(result, out)
 
 
 def print_comparison(result: dict[str, Any], out: Path) -> None:
-    """Print a comparison (from compare_runs) as one table and the path of its report."""
-    from ..eval.compare import table_rows
+    """Print a comparison's headline (context view, all groups, with CIs), its significant tests and the report
+    path."""
+    from ..eval.headline_report import table_for
 
-    header, rows = table_rows(result["tables"]["overall"], result["metrics"])
-    # printed transposed (one row per metric) so that five methods fit a terminal; the reports are method × metric
-    columns = [row[0] for row in rows]
+    view = result["headline"]["context"]
+    header, rows = table_for(view["tables"]["all_items"]["overall"], HEADLINE_METRICS)
+    # printed transposed (one row per metric) so that the methods fit a terminal; the reports are method × metric
     transposed = [[header[j]] + [row[j] for row in rows] for j in range(1, len(header))]
-    console.print(make_table(f"comparison on suite {result['suite_version']} (* = best)", ["metric", *columns],
-                             transposed))
+    console.print(make_table(f"comparison on suite {result['suite_version']} (context view, value [95% CI])",
+                             ["metric", *[row[0] for row in rows]], transposed))
+    tests = view["tests"].get("overall", [])
+    significant = [t for t in tests if t["significant"]]
+    console.print(f"paired tests: {len(significant)} of {len(tests)} significant after Holm's correction"
+                  + "".join(f"\n  {t['a']} − {t['b']} {t['metric']}: {t['diff']:+.3f} (p_holm {t['p_holm']:.3g})"
+                            for t in significant))
     console.print(f"report: {out / 'report.html'}")
 
 

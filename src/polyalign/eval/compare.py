@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import make_manifest, read_json, write_json, write_text
-from . import plots, report
+from . import headline_report, plots, report
+from .contrasts import contrast_tests, headline_tables, parse_contrasts
+from .tables import fmt, html_table, md_table
 from .registry import load_all
 from .runner import frontier_buckets, frontier_points
 
@@ -79,13 +82,15 @@ def table_rows(table: dict[str, dict[str, float | None]], metrics: Sequence[str]
     header = ["method"] + [f"{m} {registry[m].arrow}" for m in names]
     rows = []
     for k in [*methods, "human ceiling"]:
-        rows.append([k] + [report.fmt(table[k].get(m)) + ("*" if best.get(m) == k else "") for m in names])
+        rows.append([k] + [fmt(table[k].get(m)) + ("*" if best.get(m) == k else "") for m in names])
     return header, rows
 
 
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Sequence[str] | None = None,
-                 metrics: Sequence[str] = COMPARE_METRICS) -> dict[str, Any]:
-    """Write comparison.json, report.md and report.html for several evaluated runs of the same suite."""
+                 metrics: Sequence[str] = COMPARE_METRICS, contrasts: Sequence[str] | None = None) -> dict[str, Any]:
+    """Write comparison.json, report.md and report.html for several evaluated runs of the same suite; the
+    headline (context view, CIs, ceilings) comes first, with paired tests of `contrasts` ('A:B' method names;
+    default: each method against the one before it)."""
     started = time.time()
     dirs = [Path(d) for d in run_dirs]
     if not dirs:
@@ -99,7 +104,12 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: 
     if len(set(names)) != len(names):
         raise InputError(f"method names must be unique, got {names}", field="names")
     _check_same_frame(loaded, dirs)
+    for run, run_dir in zip(loaded, dirs):
+        if "headline" not in run:
+            raise InputError("metrics.json has no headline block (scored by an older PolyAlign): run `polyalign "
+                             "eval` again", file=run_dir / "metrics.json", field="headline")
     runs = dict(zip(names, loaded))
+    pairs = parse_contrasts(contrasts, names)
     buckets = loaded[0]["buckets"]
     groups = report.group_keys(buckets)
     tables = {"overall": comparison_table(runs, metrics)}
@@ -108,11 +118,17 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: 
     figures = compare_figures(runs, dirs, metrics)
     out_dir = Path(out_dir)
     result = {"methods": names, "runs": [str(d) for d in dirs], "suite_version": loaded[0]["metadata"]["suite_version"],
+              "context_key": loaded[0].get("context_key"),
+              "contrasts": [list(p) for p in pairs],
+              "headline": {view: {"tables": headline_tables(runs, view), "tests": contrast_tests(runs, pairs, view)}
+                           for view in ("context", "oracle")},
+              "reach": {n: r.get("reach") for n, r in runs.items()},
               "metrics": list(metrics), "tables": tables,
               "gaps": {n: r["metadata"].get("gaps", {}) for n, r in runs.items()}}
     write_json(out_dir / "comparison.json", result)
-    write_text(out_dir / "report.md", render_compare_markdown(result))
-    write_text(out_dir / "report.html", render_compare_html(result, figures))
+    blocks = compare_blocks(runs, result["headline"])
+    write_text(out_dir / "report.md", render_compare_markdown(result, blocks))
+    write_text(out_dir / "report.html", render_compare_html(result, figures, blocks))
     write_json(out_dir / "manifest.json", make_manifest(stage="compare", config={"names": names},
                                                         inputs={n: str(d) for n, d in zip(names, dirs)},
                                                         started=started))
@@ -123,34 +139,43 @@ def _section_title(key: str) -> str:
     return "Overall" if key == "overall" else key.replace("by_language/", "Language: ").replace("by_track/", "Track: ")
 
 
-NOTE = ("Headline aggregate per metric (see docs/metrics.md); '*' marks the best method per column (closest to the "
+def compare_blocks(runs: dict[str, dict[str, Any]], headline: dict[str, Any]) -> list:
+    """The headline sections of a comparison: context view with tests, oracle-length view, decoding reach."""
+    return (headline_report.view_blocks(runs, "context", tests=headline["context"]["tests"])
+            + headline_report.view_blocks(runs, "oracle", tests=headline["oracle"]["tests"], slices=["overall"])
+            + headline_report.reach_blocks(runs))
+
+
+NOTE = ("Every metric, oracle-length buckets (items grouped by the gold length bin). Headline aggregate per metric (see docs/metrics.md); '*' marks the best method per column (closest to the "
         "ideal, or to the human value for ≈H). The human ceiling row is held-out TEST humans scored against the "
         "same TRAIN pool.")
 
 
-def render_compare_markdown(result: dict[str, Any]) -> str:
+def render_compare_markdown(result: dict[str, Any], blocks: Sequence = ()) -> str:
     """report.md of a comparison."""
     lines = ["# PolyAlign comparison", "", f"Suite `{result['suite_version']}`; methods: "
-             + ", ".join(f"{n} ({d})" for n, d in zip(result["methods"], result["runs"])), "", NOTE, ""]
+             + ", ".join(f"{n} ({d})" for n, d in zip(result["methods"], result["runs"])), ""]
+    lines += headline_report.render_md(blocks)
+    lines += ["## Every metric, oracle-length buckets", "", NOTE, ""]
     for key, table in result["tables"].items():
         header, rows = table_rows(table, result["metrics"])
-        lines += [f"## {_section_title(key)}", "", report.md_table(header, rows), ""]
+        lines += [f"### {_section_title(key)}", "", md_table(header, rows), ""]
     gaps = [f"- {n}: missing {g.get('missing', 0)}, empty {g.get('empty_predictions', 0)}"
             for n, g in result["gaps"].items()]
     return "\n".join(lines + ["## Gaps", "", *gaps, ""])
 
 
-def render_compare_html(result: dict[str, Any], figures: dict[str, str | None]) -> str:
+def render_compare_html(result: dict[str, Any], figures: dict[str, str | None], blocks: Sequence = ()) -> str:
     """Self-contained report.html of a comparison."""
-    import html
-
     body = ["<h1>PolyAlign comparison</h1>",
             f'<div class="meta">Suite {html.escape(result["suite_version"])}; methods: '
-            + html.escape(", ".join(result["methods"])) + "</div>", f'<p class="note">{html.escape(NOTE)}</p>',
-            '<section id="tables">']
+            + html.escape(", ".join(result["methods"])) + "</div>",
+            '<section id="headline">', *headline_report.render_html(blocks), "</section>",
+            '<section id="tables"><h2>Every metric, oracle-length buckets</h2>',
+            f'<p class="note">{html.escape(NOTE)}</p>']
     for key, table in result["tables"].items():
         header, rows = table_rows(table, result["metrics"])
-        body += [f"<h2>{html.escape(_section_title(key))}</h2>", report.html_table(header, rows)]
+        body += [f"<h3>{html.escape(_section_title(key))}</h3>", html_table(header, rows)]
     body.append("</section>")
     body += report._figure_sections(figures)
     return report.page("PolyAlign comparison", "\n".join(body))

@@ -5,24 +5,60 @@ PREAMBLE = """\
 
 `polyalign suite --data DATA_DIR --out SUITE_DIR` fixes, once, what every method is scored on:
 
-* **items** — from the TEST split, a bucket-stratified sample (bucket = language | track | family | length bin,
-  merged bins such as `long+xlong` included) with at most `--cap-per-bucket` items per bucket (seeded);
-* **the human reference pool** — for each of those buckets, up to `--ref-pool` responses of the TRAIN split
-  (seeded), with their linguistic features. Buckets with fewer than `--min-pool` train responses are dropped and
-  listed in the suite manifest with the reason;
+* **context groups** — the key fields known *before* the response exists, `--context-key` (default
+  `language|track|family`; a field that does not exist or describes the response — `length`, `length_bin`,
+  `bucket_id`, `response`, `alternatives` — is refused before any work);
+* **items** — from the TEST split (`--split val` to choose settings), at most `--cap-per-bucket` per context
+  group, drawn uniformly inside the group (seeded), so their length mix is the data's own;
+* **the human reference pool** — for each group, up to `--ref-pool` responses of the TRAIN split (seeded), with
+  their linguistic features. Groups with fewer than `--min-pool` train responses are dropped and listed in the
+  suite manifest with the reason;
 * a **suite version** (hash of items and pool); predictions are checked against it id by id.
 
-Every naturalness and faithfulness metric is a function `score(X, R)`, where `R` is the bucket's human reference
-pool (train humans) and `X` is either
+Every naturalness and faithfulness metric is a function `score(X, R)`, where `R` is a group's human reference
+pool (train humans) and `X` is either the method's responses to the group's suite items (the **model score**) or
+the items' own gold human responses (held-out TEST humans, the same number, for the same contexts: the
+**held-out ceiling**).
 
-* the method's responses to the bucket's suite items — the **model score**, or
-* the suite items' own gold human responses — held-out TEST humans, the same number, for the same contexts — the
-  **human-vs-human ceiling**.
+### Two views
 
-The references are thus split in two (train pool vs held-out test humans), and the ceiling is what a method that
-writes exactly like people would score, sampling noise included. It is reported next to every model score; read
-the model against it, not against the nominal ideal. Utility compares a prediction with its own item's gold
-response and has no ceiling.
+* **Context view (the headline).** Groups = context groups. No model sees the gold response's length bin, so
+  length is scored as a distribution inside each group: `length_w1_norm` (W1 against the group's pool, in robust
+  units) and `length_bin_tv` (the share of responses per length bin against the pool's shares). This is the view
+  whose held-out ceiling a method can reach.
+* **Oracle-length view.** Groups = the training buckets (`language|track|family|length bin`), i.e. items grouped
+  by their GOLD response's length bin. Shown for reference and labelled as such: a method is rewarded there for
+  guessing the gold length, and its held-out ceiling is not attainable (another human answering the same OASST
+  prompt falls in the gold's length bin only 41% of the time).
+
+The headline metrics of both views (`polyalign.eval.headline.HEADLINE_METRICS`): `c2st_acc`, `feature_gap`,
+`coverage_joint`, `c_mauve_shared`, `length_w1_norm`, `length_bin_tv`, `prompt_auc`, `f1`, `chrf`. Every other
+metric below is still computed on the oracle-length buckets ("every metric" tables of the reports).
+
+### Ceilings
+
+* **Held-out humans**: the gold responses scored like a method (no utility: the gold against itself).
+* **Same-prompt humans**: on items that have another human reply to the same prompt (OASST alternatives), that
+  reply scored like a method — utility included (its agreement with the gold is the attainable utility), next to
+  every method and the held-out humans *on the same items*. A suite without such items reports this ceiling as
+  absent, never as 0.
+
+### Uncertainty and tests
+
+Every headline number has a 95% confidence interval: value ± 1.96·SE, SE the standard deviation over B = 200
+bootstrap draws that resample items within each group. The draws depend only on the suite (its seed), the view
+and the group, so every method and every training seed is resampled identically; comparisons difference two
+methods' replicates draw by draw (a paired bootstrap). A draw recomputes the distribution metrics from the
+resampled responses against the fixed pool and fixed fitted models (quantization, C2ST classifiers: each
+response's out-of-fold correctness is resampled), so the CI covers item sampling, not refitting.
+`polyalign compare --contrast A:B` (and `contrasts:` in a pipeline config) tests badness(A) − badness(B) —
+the distance from the metric's ideal in its own direction, |v − held-out| for ≈H metrics — with a two-sided
+p-value from the paired SE, and corrects every table of tests with Holm's method. The multi-seed experiment
+(`benchmarks/experiment.py`) adds the between-seed variance: SE² = SE²_items(seed mean) + Var_seeds / S.
+
+A group too small for a metric (fewer than 10 scored responses for the distribution metrics, 5 for
+`prompt_auc`, a pool under 20) has no value: it is reported as n/a with the reason and left out of the average,
+which says over how many groups it was taken.
 
 Featurizers. The linguistic features are `polyalign.data.features` (bilingual, Chinese by character and jieba
 word, no configuration constants; see docs/features.md). MAUVE and the 2-D projection use a text embedding space
@@ -31,9 +67,14 @@ tf, min_df 2, the 32,768 most frequent) followed by a 100-dimensional TruncatedS
 with the evaluation seed (it works for Chinese and English alike and needs no download); optionally
 `hidden-states` — the mean-pooled last hidden state of a given Hugging Face model
 (`polyalign eval --featurizer hidden-states --featurizer-model PATH`).
-MAUVE uses mauve-text on these features with `num_buckets = clip(round(min(n_p, n_q)/10), 2, 50)`, 2 k-means
-restarts of at most 100 iterations, single-threaded (faiss k-means is deterministic only then). The global MAUVE
-compares all scored responses with a pool sample of the same bucket mix (up to 5 pool responses per item).
+The headline `c_mauve_shared` quantizes this space ONCE per suite (k-means on the whole pool, shared by every
+group and method) and smooths both histograms (add-½); the older per-bucket `c_mauve` (mauve-text with
+`num_buckets = clip(round(min(n_p, n_q)/10), 2, 50)` per bucket, 2 k-means restarts of at most 100 iterations,
+single-threaded) is kept in the every-metric tables but left the headline: at suite size it had 3 cells per
+bucket and could not tell a half-truncated human answer from a whole one (see "Measured power" below). The
+global MAUVE compares all scored responses with a pool sample of the same bucket mix (up to 5 pool responses per
+item). `prompt_auc` uses its own char n-gram TF-IDF space, fit on the pool's inputs (context + prompt) and
+responses together.
 
 The human side (pool embeddings, coupling statistics, every ceiling) is cached in `SUITE_DIR/cache/`, keyed by the
 suite version, the featurizer and the seed, so scoring another method recomputes only the method's side.

@@ -134,19 +134,27 @@ def _mahalanobis_sq(points: np.ndarray, mean: np.ndarray, precision: np.ndarray)
 def joint_coverage(x: np.ndarray, r: np.ndarray, scaler: FeatureScaler, *, level: float = COVERAGE_LEVEL,
                    seed: int = 0) -> float:
     """Cross-fitted Mahalanobis coverage of x in r's 90% region (see the registered formula)."""
+    inside = joint_inside(x, r, scaler, level=level, seed=seed)
+    return float(np.mean(inside)) if inside is not None else float("nan")
+
+
+def joint_inside(x: np.ndarray, r: np.ndarray, scaler: FeatureScaler, *, level: float = COVERAGE_LEVEL,
+                 seed: int = 0) -> np.ndarray | None:
+    """Per response of x: the share of the two cross-fitted regions of r that hold it (0, ½ or 1); None when
+    either side is too small."""
     from sklearn.covariance import LedoitWolf
 
     if len(x) == 0 or len(r) < 2 * MIN_SIZE or not scaler.used.any():
-        return float("nan")
+        return None
     zx, zr = scaler.squashed(x), scaler.squashed(r)
     perm = np.random.default_rng(seed).permutation(len(zr))
     halves = (zr[perm[: len(zr) // 2]], zr[perm[len(zr) // 2:]])
-    rates = []
+    inside = np.zeros(len(zx))
     for fit, calib in (halves, halves[::-1]):
         lw = LedoitWolf().fit(fit)
         threshold = np.quantile(_mahalanobis_sq(calib, lw.location_, lw.precision_), level)
-        rates.append(np.mean(_mahalanobis_sq(zx, lw.location_, lw.precision_) <= threshold))
-    return float(np.mean(rates))
+        inside += (_mahalanobis_sq(zx, lw.location_, lw.precision_) <= threshold) / 2
+    return inside
 
 
 @register_metric("c2st_acc", "naturalness", "target 0.5", "Classifier two-sample test per bucket: stratified "
@@ -161,24 +169,40 @@ def joint_coverage(x: np.ndarray, r: np.ndarray, scaler: FeatureScaler, *, level
 def c2st_accuracy(x: np.ndarray, r: np.ndarray, scaler: FeatureScaler, *, folds: int = C2ST_FOLDS,
                   repeats: int = C2ST_REPEATS, max_per_side: int = C2ST_MAX_PER_SIDE, seed: int = 0) -> float:
     """Cross-validated accuracy of telling x from a size-matched sample of r (0.5 = indistinguishable)."""
+    result = c2st_predictions(x, r, scaler, folds=folds, repeats=repeats, max_per_side=max_per_side, seed=seed)
+    return result[0] if result is not None else float("nan")
+
+
+def c2st_predictions(x: np.ndarray, r: np.ndarray, scaler: FeatureScaler, *, folds: int = C2ST_FOLDS,
+                     repeats: int = C2ST_REPEATS, max_per_side: int = C2ST_MAX_PER_SIDE,
+                     seed: int = 0) -> tuple[float, np.ndarray, float] | None:
+    """(accuracy, per-response out-of-fold correctness of x averaged over repeats (NaN where a response was
+    never drawn), mean correctness on the pool side); None when a side is too small."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     n = min(len(x), len(r), max_per_side)
     if n < MIN_SIZE or not scaler.used.any():
-        return float("nan")
+        return None
     zx, zr = scaler.squashed(x), scaler.squashed(r)
     rng = np.random.default_rng(seed)
     folds = min(folds, n)
-    accs = []
+    x_hits, x_draws = np.zeros(len(zx)), np.zeros(len(zx))
+    accs, pool_rates = [], []
     for rep in range(repeats if len(r) > n or len(x) > n else 1):
-        xs = zx[rng.choice(len(zx), size=n, replace=False)]
+        xi = rng.choice(len(zx), size=n, replace=False)
         rs = zr[rng.choice(len(zr), size=n, replace=False)]
-        data = np.concatenate([xs, rs])
+        data = np.concatenate([zx[xi], rs])
         labels = np.concatenate([np.ones(n, dtype=int), np.zeros(n, dtype=int)])
         model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed + rep)
-        accs.append(cross_val_score(model, data, labels, cv=cv, scoring="accuracy").mean())
-    return float(np.mean(accs))
+        correct = (cross_val_predict(model, data, labels, cv=cv) == labels).astype(float)
+        np.add.at(x_hits, xi, correct[:n])
+        np.add.at(x_draws, xi, 1.0)
+        accs.append(correct.mean())
+        pool_rates.append(correct[n:].mean())
+    with np.errstate(invalid="ignore"):
+        x_correct = np.where(x_draws > 0, x_hits / np.maximum(x_draws, 1), np.nan)
+    return float(np.mean(accs)), x_correct, float(np.mean(pool_rates))

@@ -29,6 +29,7 @@ class Predictions:
     sha256: str
     manifest: dict[str, Any] | None
     gaps: dict[str, Any] = field(default_factory=dict)
+    finish: list[str | None] = field(default_factory=list)  # per item: "stop", "length" (cut), None (unknown)
 
     @property
     def present(self) -> list[bool]:
@@ -60,6 +61,7 @@ def load_predictions(path: str | Path, suite: Suite, *, sample: int | None = Non
                              field="suite_version")
     index = {r.id: i for i, r in enumerate(suite.items)}
     rows: dict[int, dict[int, str]] = {}
+    finishes: dict[tuple[int, int], str] = {}
     for line, obj in iter_jsonl(path):
         if not isinstance(obj, dict):
             raise InputError("expected a JSON object", file=path, line=line)
@@ -84,6 +86,12 @@ def load_predictions(path: str | Path, suite: Suite, *, sample: int | None = Non
         if k in per_item:
             raise InputError(f"duplicate prediction for id {rid!r}, sample {k}", file=path, line=line, field="id")
         per_item[k] = text
+        finish = obj.get("finish")
+        if finish is not None and finish not in ("stop", "length"):
+            raise InputError(f"finish must be 'stop' or 'length', got {finish!r}", file=path, line=line,
+                             field="finish")
+        if finish is not None:
+            finishes[(index[rid], k)] = finish
     if not rows:
         raise InputError("no predictions in the file", file=path)
     chosen = sample if sample is not None else min(min(s) for s in rows.values())
@@ -101,4 +109,6 @@ def load_predictions(path: str | Path, suite: Suite, *, sample: int | None = Non
     empty = sum(1 for t in texts if t is not None and not t)
     gaps = {"missing": len(missing), "missing_ids": missing[:20], "empty_predictions": empty,
             "rows_of_other_samples": other_samples, "scored": len(texts) - len(missing)}
-    return Predictions(path=path, texts=texts, sample=chosen, sha256=sha256_file(path), manifest=manifest, gaps=gaps)
+    finish = [finishes.get((i, chosen)) for i in range(len(suite.items))]
+    return Predictions(path=path, texts=texts, sample=chosen, sha256=sha256_file(path), manifest=manifest, gaps=gaps,
+                       finish=finish)

@@ -46,7 +46,7 @@ class MetricSpec:
 
 
 METRICS: dict[str, MetricSpec] = {}
-_METRIC_MODULES = ("utility", "diversity", "naturalness", "faithfulness", "multiturn", "tradeoff")
+_METRIC_MODULES = ("utility", "diversity", "naturalness", "faithfulness", "conditional", "multiturn", "tradeoff")
 
 
 def register_metric(name: str, family: str, direction: str, description: str, formula: str, *,
@@ -103,7 +103,13 @@ def get_metric(name: str) -> MetricSpec:
 def metrics_by_family() -> dict[str, list[MetricSpec]]:
     """Registered metrics grouped by family, in family order then registration order."""
     load_all()
-    return {family: [m for m in METRICS.values() if m.family == family] for family in FAMILIES}
+
+    def module_rank(spec: MetricSpec) -> int:  # import order must not change the docs
+        module = spec.function.split(".")[-2] if spec.function.count(".") >= 2 else ""
+        return _METRIC_MODULES.index(module) if module in _METRIC_MODULES else len(_METRIC_MODULES)
+
+    ordered = sorted(METRICS.values(), key=module_rank)
+    return {family: [m for m in ordered if m.family == family] for family in FAMILIES}
 
 
 def direction_arrow(direction: str) -> str:

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .registry import FAMILIES, load_all
+from . import headline_report
+from .tables import fmt, html_table, md_table
 
 HEADLINE_METRICS = ("f1", "f1_zh_word", "rouge_l", "chrf", "em", "distinct_2", "self_bleu", "feature_gap",
                     "coverage_feature", "coverage_joint", "c2st_acc", "naturalness", "mauve", "c_mauve",
@@ -23,17 +25,6 @@ td.ceil{color:#1f5fa0}.meta{color:#555;font-size:13px}.note{color:#666;font-size
 img{max-width:100%;border:1px solid #eee;margin:6px 0}figure{margin:0 0 18px}
 figcaption{font-size:12px;color:#555}
 """
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    """A number for tables ('–' for missing)."""
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        if value != value:  # NaN
-            return "–"
-        return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:.0f}"
-    return str(value)
 
 
 def group_keys(buckets: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]]:
@@ -77,32 +68,6 @@ def bucket_rows(metrics: Mapping[str, Any], family: str, buckets: Sequence[str],
     return header, rows
 
 
-def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub-flavoured markdown table."""
-    def esc(cell: str) -> str:
-        return str(cell).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1,
-               classes: Sequence[str] | None = None) -> str:
-    """An HTML table; the first `left` columns are left-aligned."""
-    out = ["<table><thead><tr>"]
-    out += [f'<th class="{"l" if i < left else ""}">{html.escape(str(h))}</th>' for i, h in enumerate(header)]
-    out.append("</tr></thead><tbody>")
-    for row in rows:
-        cells = []
-        for i, c in enumerate(row):
-            cls = "l" if i < left else (classes[i] if classes and i < len(classes) else "")
-            cells.append(f'<td class="{cls}">{html.escape(str(c))}</td>')
-        out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
-    return "".join(out)
-
-
 def _headline_header(groups: Sequence[tuple[str, str]]) -> list[str]:
     return ["metric", "dir", "aggregate", "model", "human ceiling"] + [key for _, key in groups]
 
@@ -124,12 +89,22 @@ CEILING_NOTE = ("The human ceiling is the same metric computed on the suite item
                 "Naturalness and faithfulness scores should be read against it.")
 
 
+def headline_blocks(result: Mapping[str, Any]) -> list[headline_report.Block]:
+    """The context view (headline), the oracle-length view and the decoding reach of one run."""
+    runs = {result["metadata"].get("name") or "model": result}
+    return (headline_report.view_blocks(runs, "context") + headline_report.view_blocks(runs, "oracle",
+                                                                                      slices=["overall"])
+            + headline_report.reach_blocks(runs))
+
+
 def render_markdown(result: Mapping[str, Any]) -> str:
     """report.md of one evaluation run."""
     metrics, buckets = result["metrics"], sorted(result["buckets"])
     n = {b: info["n_scored"] for b, info in result["buckets"].items()}
     lines = [f"# PolyAlign evaluation: {result['metadata'].get('name') or 'run'}", ""]
-    lines += [f"- {line}" for line in _meta_lines(result)] + ["", "## Headline", "", CEILING_NOTE, ""]
+    lines += [f"- {line}" for line in _meta_lines(result)] + [""]
+    lines += headline_report.render_md(headline_blocks(result))
+    lines += ["## Every metric, oracle-length buckets", "", CEILING_NOTE, ""]
     groups = group_keys(result["buckets"])
     lines += [md_table(_headline_header(groups), headline_rows(metrics, groups)), ""]
     lines += ["Directions: ↑ higher is better, ↓ lower is better, →0.5 closest to 0.5, ≈H closest to the human "
@@ -149,7 +124,9 @@ def render_html(result: Mapping[str, Any], figures: Mapping[str, str | None], *,
     groups = group_keys(result["buckets"])
     body = [f"<h1>{html.escape(title)}</h1>", '<div class="meta">']
     body += [f"<div>{html.escape(line)}</div>" for line in _meta_lines(result)]
-    body += ["</div>", '<section id="headline"><h2>Headline</h2>', f'<p class="note">{html.escape(CEILING_NOTE)}</p>',
+    body += ["</div>", '<section id="headline">', *headline_report.render_html(headline_blocks(result)), "</section>",
+             '<section id="all-metrics"><h2>Every metric, oracle-length buckets</h2>',
+             f'<p class="note">{html.escape(CEILING_NOTE)}</p>',
              html_table(_headline_header(groups), headline_rows(metrics, groups), left=3,
                         classes=["", "", "", "", "ceil"]), "</section>"]
     body += _figure_sections(figures)

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_path, make_manifest, write_json, write_text
-from . import plots, report
+from . import conditional, plots, report
 from .featurizers import CharNgramSVD, make_featurizer
 from .predictions import load_predictions
-from .scoring import HumanSide, Timings, model_side_inputs, prepare_human_side, score_side
+from .scoring import HumanSide, Timings, model_headline_views, model_side_inputs, prepare_human_side, score_side
 from .suite import FeatureFn, Suite, default_feature_fn, load_suite
 from .summary import build_metrics_block
 from .threads import single_threaded
@@ -94,12 +94,14 @@ def _evaluate(predictions_path: str | Path, suite_dir: str | Path, out_dir: str 
     human_timings, model_timings = Timings(), Timings()
     with _progress(progress, 2 * len(suite.buckets)) as advance:
         human = prepare_human_side(suite, feat, seed=seed, cache_dir=_cache_dir(suite, out_dir), advance=advance,
-                                   timings=human_timings)
+                                   timings=human_timings, feature_fn=feature_fn)
         inputs = model_side_inputs(human, suite, preds.texts, feature_fn, timings=model_timings)
         model = score_side(suite, human, texts=inputs["texts"], features=inputs["features"],
                            embeddings=inputs["embeddings"], lengths=inputs["lengths"], coupling=inputs["coupling"],
                            seed=seed, is_human=False, present=inputs["present"], advance=advance,
                            timings=model_timings)
+    with model_timings("headline views (bootstrap)"):
+        sides = {**model_headline_views(suite, human, inputs, seed=seed), **human.human_views}
     info = {b: suite.bucket_info(b) for b in suite.buckets}
     metrics = build_metrics_block(model, human.ceiling, info)
     result: dict[str, Any] = {
@@ -112,6 +114,9 @@ def _evaluate(predictions_path: str | Path, suite_dir: str | Path, out_dir: str 
             "gaps": preds.gaps, "human_cache_key": human.key, **(extra_metadata or {})},
         "buckets": {b: {**info[b], "n_items": len(suite.item_rows(b)), "n_scored": model["n"][b],
                         "n_pool": len(suite.pool_rows(b))} for b in suite.buckets},
+        "headline": {view: {side: views[view] for side, views in sides.items()} for view in ("context", "oracle")},
+        "context_key": list(suite.context_key),
+        "reach": length_reach(inputs["lengths"], inputs["present"], preds.finish, suite),
         "metrics": metrics,
     }
     plot_data = {**_projection(human, suite, inputs["embeddings"], inputs["present"]),
@@ -178,3 +183,28 @@ def frontier_points(metrics: dict[str, Any]) -> dict[str, tuple[float, float]]:
 def frontier_buckets(metrics: dict[str, Any]) -> list[str]:
     """The buckets on the Pareto frontier (utility ascending)."""
     return list(metrics.get("hypervolume", {}).get("model", {}).get("frontier", []))
+
+
+def length_reach(lengths: np.ndarray, present: np.ndarray, finish: Sequence[str | None],
+                 suite: Suite) -> dict[str, Any]:
+    """Whether decoding let the method reach every length bin: the share of its responses cut at max_new_tokens,
+    the longest cut response (the most the token budget produced) and the bins that start above it, with the
+    human pool's share of responses in them."""
+    present = np.asarray(present, dtype=bool)
+    known = [i for i in range(len(finish)) if present[i] and finish[i] is not None]
+    pool_lengths = np.array([r.length or 0 for r in suite.pool], dtype=float)
+    edges, labels = list(suite.length_edges), list(suite.length_labels)
+    if not known:
+        return {"known": False, "note": "the predictions carry no finish reason (generated elsewhere)"}
+    cut = [i for i in known if finish[i] == "length"]
+    out: dict[str, Any] = {"known": True, "n": len(known), "truncated": len(cut),
+                           "truncated_share": len(cut) / len(known), "longest_cut": None, "out_of_reach": []}
+    if cut:
+        longest = float(np.max(lengths[cut]))
+        out["longest_cut"] = longest
+        pool_bins = conditional.bin_index(pool_lengths, edges)
+        for k, (label, low) in enumerate(zip(labels[1:], edges), start=1):
+            if low > longest:
+                out["out_of_reach"].append({"bin": label, "from": low,
+                                            "human_share": float(np.mean(pool_bins == k))})
+    return out

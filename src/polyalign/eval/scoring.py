@@ -15,11 +15,11 @@ import numpy as np
 
 from ..io import atomic_path, sha256_json
 from ..text import count_length_tokens
-from . import diversity, faithfulness, multiturn, naturalness, tradeoff, utility
+from . import conditional, diversity, faithfulness, headline, multiturn, naturalness, tradeoff, utility
 from .featurizers import Featurizer
-from .suite import Suite
+from .suite import Suite, same_prompt_human
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 Advance = Callable[[str], None]
 
 BUCKET_METRICS = ("em", "f1", "f1_zh_char", "f1_zh_word", "rouge_l", "chrf", "distinct_1", "distinct_2",
@@ -46,12 +46,18 @@ class HumanSide:
     item_coupling: dict[str, np.ndarray]
     coupling_fallback: multiturn.CouplingScales | None
     ceiling: dict[str, Any] | None = None
+    reference: headline.Reference | None = None
+    # headline views of the method-independent sides: {"ceiling" | "same_prompt" | "ceiling_same_prompt_items":
+    # {view: score_view(...)}}
+    human_views: dict[str, dict[str, Any]] | None = None
+    same_prompt_rows: np.ndarray | None = None
 
 
 def human_cache_key(suite: Suite, featurizer: Featurizer, seed: int) -> str:
     """Cache key of the human side: suite version, featurizer spec, seed and the cache format."""
     return sha256_json({"suite": suite.version, "featurizer": featurizer.spec(), "seed": seed,
-                        "cache": CACHE_VERSION})[:16]
+                        "cache": CACHE_VERSION, "cells": conditional.SHARED_CLUSTERS,
+                        "draws": headline.BOOTSTRAP_DRAWS})[:16]
 
 
 def _multi_rows(records: Sequence) -> list[int]:
@@ -74,7 +80,8 @@ def _coupling_for(records: Sequence, responses: Sequence[str], space: multiturn.
 
 
 def prepare_human_side(suite: Suite, featurizer: Featurizer, *, seed: int = 0, cache_dir: Path | None = None,
-                       advance: Advance | None = None, timings: Timings | None = None) -> HumanSide:
+                       advance: Advance | None = None, timings: Timings | None = None,
+                       feature_fn: Callable[[Sequence[str], Sequence[str]], np.ndarray] | None = None) -> HumanSide:
     """Fit the featurizer on the pool, embed pool and items, compute coupling statistics and the ceiling; read
     all of it from `cache_dir` when a matching cache exists, and write it there otherwise."""
     key = human_cache_key(suite, featurizer, seed)
@@ -83,11 +90,16 @@ def prepare_human_side(suite: Suite, featurizer: Featurizer, *, seed: int = 0, c
         try:
             with open(cache_file, "rb") as fh:
                 human = pickle.load(fh)
-            if isinstance(human, HumanSide) and human.key == key and human.ceiling is not None:
+            if isinstance(human, HumanSide) and human.key == key and human.ceiling is not None \
+                    and human.human_views is not None:
                 return human
         except Exception:  # a corrupt or stale cache is recomputed, never trusted
             pass
     timed = timings if timings is not None else Timings()
+    if feature_fn is None:
+        from .suite import default_feature_fn
+
+        feature_fn, _ = default_feature_fn()
     pool_texts = [r.response for r in suite.pool]
     item_texts = [r.response for r in suite.items]
     with timed("featurizer fit + embed (pool, items)"):
@@ -115,6 +127,10 @@ def prepare_human_side(suite: Suite, featurizer: Featurizer, *, seed: int = 0, c
                                embeddings=human.item_embeddings, lengths=human.item_lengths,
                                coupling=human.item_coupling, seed=seed, is_human=True, advance=advance,
                                timings=timed)
+    with timed("headline views (held-out and same-prompt humans, bootstrap)"):
+        human.reference = headline.prepare_reference(suite, pool_embeddings, human.pool_lengths,
+                                                     human.fallback_scale, seed=seed)
+        human.human_views = human_headline_views(suite, human, feature_fn, seed=seed)
     if cache_file is not None:
         try:
             with atomic_path(cache_file) as tmp, open(tmp, "wb") as fh:
@@ -146,6 +162,57 @@ def model_side_inputs(human: HumanSide, suite: Suite, texts: Sequence[str | None
     return {"texts": filled, "features": features, "embeddings": embeddings,
             "lengths": np.array([count_length_tokens(t) for t in filled], dtype=float),
             "coupling": coupling, "present": np.array([t is not None for t in texts])}
+
+
+def bootstrap_seed(suite: Suite) -> int:
+    """The seed of the bootstrap draws: the suite's own, so every method and training seed gets the same draws."""
+    return int((suite.manifest.get("config") or {}).get("seed", 0))
+
+
+def _views_of(suite: Suite, human: HumanSide, side: headline.Side, seed: int) -> dict[str, Any]:
+    return {view: headline.score_view(suite, human.reference, view, side, seed=seed,
+                                      bootstrap_seed=bootstrap_seed(suite)) for view in ("context", "oracle")}
+
+
+def human_headline_views(suite: Suite, human: HumanSide, feature_fn: Callable[[Sequence[str], Sequence[str]],
+                         np.ndarray], *, seed: int) -> dict[str, dict[str, Any]]:
+    """Headline views of the held-out humans (all items), and — on the items that have another human reply to
+    the same prompt — of those same-prompt humans and of the held-out humans on the same items."""
+    n = len(suite.items)
+    everything = np.ones(n, dtype=bool)
+    gold = headline.Side(texts=[r.response for r in suite.items], features=suite.item_features,
+                         embeddings=human.item_embeddings, lengths=human.item_lengths, present=everything,
+                         with_utility=False)
+    alternatives = [same_prompt_human(r) for r in suite.items]
+    has_alt = np.array([a is not None for a in alternatives])
+    human.same_prompt_rows = np.flatnonzero(has_alt)
+    out = {"ceiling": _views_of(suite, human, gold, seed)}
+    if has_alt.any():
+        rows = list(human.same_prompt_rows)
+        texts = [a or "" for a in alternatives]
+        features = np.zeros_like(suite.item_features)
+        features[rows] = np.asarray(feature_fn([texts[i] for i in rows], [suite.items[i].language for i in rows]))
+        embeddings = np.zeros_like(human.item_embeddings)
+        embeddings[rows] = human.featurizer.transform([texts[i] for i in rows])
+        alt = headline.Side(texts=texts, features=features, embeddings=embeddings,
+                            lengths=np.array([count_length_tokens(t) for t in texts], dtype=float), present=has_alt)
+        out["same_prompt"] = _views_of(suite, human, alt, seed)
+        gold_subset = headline.Side(**{**gold.__dict__, "present": has_alt})
+        out["ceiling_same_prompt_items"] = _views_of(suite, human, gold_subset, seed)
+    return out
+
+
+def model_headline_views(suite: Suite, human: HumanSide, inputs: dict[str, Any], *, seed: int) -> dict[str, Any]:
+    """Headline views of a method's responses: on all items, and on the items with a same-prompt human."""
+    side = headline.Side(texts=inputs["texts"], features=inputs["features"], embeddings=inputs["embeddings"],
+                         lengths=inputs["lengths"], present=np.asarray(inputs["present"], dtype=bool))
+    out = {"model": _views_of(suite, human, side, seed)}
+    if human.same_prompt_rows is not None and len(human.same_prompt_rows):
+        subset = np.zeros(len(suite.items), dtype=bool)
+        subset[human.same_prompt_rows] = True
+        out["model_same_prompt_items"] = _views_of(
+            suite, human, headline.Side(**{**side.__dict__, "present": side.present & subset}), seed)
+    return out
 
 
 GLOBAL_POOL_MULTIPLE = 5  # global MAUVE reference: up to 5 pool rows per scored item, same bucket mix
@@ -205,7 +272,7 @@ def score_side(suite: Suite, human: HumanSide, *, texts: Sequence[str], features
         n_scored[bucket] = len(xi)
         if advance:
             advance(f"{'human' if is_human else 'model'} {bucket}")
-        if not xi:
+        if not xi or len(ri) < 2:  # a bucket of a context group whose pool holds (almost) none of its length bin
             continue
         rows_by_bucket[bucket] = xi
         info = suite.bucket_info(bucket)

@@ -1,10 +1,15 @@
 """The evaluation suite: a fixed, versioned, bucket-stratified set of test items plus each bucket's human
 reference pool, so that every method is scored on the very same items against the very same humans.
 
+Items and pools are drawn per *context group* (`context_key`, default language|track|family: what is known
+before the response exists), uniformly inside each group, so that the length mix of both follows the data and
+the held-out humans are an attainable ceiling for a method that cannot see the gold length bin.
+
 Layout of a suite directory (self-contained; nothing else is read at scoring time):
 
-    items.jsonl            test Records, at most `cap_per_bucket` per bucket (seeded sample)
-    pool.jsonl             train Records, at most `ref_pool` per bucket (seeded sample): the human reference pool
+    items.jsonl            test Records, at most `cap_per_bucket` per context group (seeded sample)
+    pool.jsonl             train Records, at most `ref_pool` per context group (seeded sample): the human
+                           reference pool
     features/items.npy     bilingual linguistic features of the items' gold responses (held-out humans)
     features/pool.npy      the same features of the pool's responses
     manifest.json          config, inputs, the suite version (hash of items and pool), per-bucket counts,
@@ -17,7 +22,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +34,7 @@ from ..data.schema import Record
 from ..errors import InputError
 from ..io import atomic_path, iter_jsonl, make_manifest, read_json, sha256_file, sha256_json, write_json
 from ..text import DEFAULT_LENGTH_EDGES, DEFAULT_LENGTH_LABELS
+from .views import DEFAULT_CONTEXT_KEY, View, context_id, make_view, validate_context_key
 
 FeatureFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 MIN_POOL = 20  # a bucket whose train pool is smaller cannot be scored; its items are dropped (and reported)
@@ -68,8 +74,10 @@ class Suite:
     version: str
     length_edges: tuple[int, ...] = DEFAULT_LENGTH_EDGES
     length_labels: tuple[str, ...] = DEFAULT_LENGTH_LABELS
+    context_key: tuple[str, ...] = DEFAULT_CONTEXT_KEY
     _item_index: dict[str, list[int]] = field(default_factory=dict, repr=False)
     _pool_index: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    _views: dict[str, View] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         for i, r in enumerate(self.items):
@@ -95,6 +103,12 @@ class Suite:
         r = self.items[self.item_rows(bucket)[0]]
         return {"language": r.language, "track": r.track, "family": r.family}
 
+    def view(self, name: str) -> View:
+        """The `context` or `oracle` grouping of items and pool (polyalign.eval.views)."""
+        if name not in self._views:
+            self._views[name] = make_view(name, self.items, self.pool, self.context_key)
+        return self._views[name]
+
 
 def _sample(records: Sequence[Record], k: int, seed: str) -> list[Record]:
     ordered = sorted(records, key=lambda r: r.id)
@@ -104,32 +118,45 @@ def _sample(records: Sequence[Record], k: int, seed: str) -> list[Record]:
 
 
 def select_suite(test: Sequence[Record], train: Sequence[Record], *, cap_per_bucket: int, ref_pool: int,
-                 seed: int, min_pool: int = MIN_POOL) -> tuple[list[Record], list[Record], dict, dict]:
-    """Seeded per-bucket samples: (items, pool, per-bucket counts, dropped buckets with the reason)."""
+                 seed: int, min_pool: int = MIN_POOL,
+                 context_key: Sequence[str] = DEFAULT_CONTEXT_KEY) -> tuple[list[Record], list[Record], dict, dict]:
+    """Seeded uniform samples per context group (`context_key`): (items, pool, per-group counts, dropped groups
+    with the reason). Inside a group the length mix is the data's own."""
     if cap_per_bucket < 1 or ref_pool < 1:
         raise ValueError("cap_per_bucket and ref_pool must be positive")
+    key = validate_context_key(context_key)
     by_test: dict[str, list[Record]] = defaultdict(list)
     by_train: dict[str, list[Record]] = defaultdict(list)
     for r in test:
-        by_test[r.bucket_id].append(r)
+        by_test[context_id(r, key)].append(r)
     for r in train:
-        by_train[r.bucket_id].append(r)
+        by_train[context_id(r, key)].append(r)
     items, pool, counts, dropped = [], [], {}, {}
-    for bucket in sorted(by_test):
-        available = by_train.get(bucket, [])
+    for group in sorted(by_test):
+        available = by_train.get(group, [])
         if len(available) < min_pool:
-            dropped[bucket] = {"test": len(by_test[bucket]), "train": len(available),
-                               "reason": f"fewer than {min_pool} train responses for the reference pool"}
+            dropped[group] = {"test": len(by_test[group]), "train": len(available),
+                              "reason": f"fewer than {min_pool} train responses for the reference pool"}
             continue
-        chosen = _sample(by_test[bucket], cap_per_bucket, f"{seed}|items|{bucket}")
-        refs = _sample(available, ref_pool, f"{seed}|pool|{bucket}")
+        chosen = _sample(by_test[group], cap_per_bucket, f"{seed}|items|{group}")
+        refs = _sample(available, ref_pool, f"{seed}|pool|{group}")
         items += chosen
         pool += refs
         first = chosen[0]
-        counts[bucket] = {"items": len(chosen), "pool": len(refs), "test_available": len(by_test[bucket]),
-                          "train_available": len(available), "language": first.language, "track": first.track,
-                          "family": first.family}
+        counts[group] = {"items": len(chosen), "pool": len(refs), "test_available": len(by_test[group]),
+                         "train_available": len(available), "language": first.language, "track": first.track,
+                         "family": first.family,
+                         "items_by_bucket": dict(sorted(Counter(r.bucket_id for r in chosen).items())),
+                         "items_with_alternatives": sum(1 for r in chosen if same_prompt_human(r) is not None)}
     return items, pool, counts, dropped
+
+
+def same_prompt_human(record: Record) -> str | None:
+    """Another human's reply to the record's prompt (the best-ranked alternative), or None."""
+    ranked = sorted((a for a in record.alternatives if isinstance(a.get("content"), str)
+                     and a["content"].strip() and a["content"] != record.response),
+                    key=lambda a: (a.get("rank") is None, a.get("rank") if a.get("rank") is not None else 0))
+    return ranked[0]["content"] if ranked else None
 
 
 def write_suite(out_dir: str | Path, items: Sequence[Record], pool: Sequence[Record], *,
@@ -138,7 +165,7 @@ def write_suite(out_dir: str | Path, items: Sequence[Record], pool: Sequence[Rec
                 counts: dict | None = None, dropped: dict | None = None,
                 length_edges: Sequence[int] = DEFAULT_LENGTH_EDGES,
                 length_labels: Sequence[str] = DEFAULT_LENGTH_LABELS, seed: int = 0,
-                started: float | None = None) -> Path:
+                started: float | None = None, context_key: Sequence[str] = DEFAULT_CONTEXT_KEY) -> Path:
     """Write a suite directory atomically (items, pool, their features, manifest); return its path."""
     if feature_fn is None:
         feature_fn, feature_names = default_feature_fn()
@@ -161,7 +188,9 @@ def write_suite(out_dir: str | Path, items: Sequence[Record], pool: Sequence[Rec
         manifest = make_manifest(stage="suite", config=config or {}, inputs=inputs or {}, seed=seed,
                                  started=started, extra={
                                      "suite_version": version, "n_items": len(items), "n_pool": len(pool),
-                                     "buckets": counts or {}, "dropped_buckets": dropped or {},
+                                     "context_key": list(validate_context_key(context_key)),
+                                     "groups": counts or {}, "dropped_groups": dropped or {},
+                                     "buckets": dict(sorted(Counter(r.bucket_id for r in items).items())),
                                      "feature_names": list(feature_names),
                                      "features_signature": features_signature(feature_names),
                                      "length_edges": list(length_edges), "length_labels": list(length_labels),
@@ -192,8 +221,10 @@ def _length_bins(data_manifest: dict[str, Any]) -> tuple[tuple[int, ...], tuple[
 
 def build_suite(data_dir: str | Path, out_dir: str | Path, *, cap_per_bucket: int = 50, seed: int = 0,
                 ref_pool: int = 300, min_pool: int = MIN_POOL, feature_fn: FeatureFn | None = None,
-                feature_names: Sequence[str] | None = None) -> Path:
-    """Build a suite from a `polyalign data build` directory: items from TEST, reference pools from TRAIN."""
+                feature_names: Sequence[str] | None = None, context_key: Sequence[str] = DEFAULT_CONTEXT_KEY,
+                split: str = "test") -> Path:
+    """Build a suite from a `polyalign data build` directory: items from TEST (or `split`, e.g. val for choosing
+    settings), reference pools from TRAIN, both drawn per context group."""
     from ..data.build import load_records
 
     started = time.time()
@@ -201,20 +232,24 @@ def build_suite(data_dir: str | Path, out_dir: str | Path, *, cap_per_bucket: in
     if not (data_dir / "records").is_dir():
         raise InputError("not a data directory (no records/; run `polyalign data build CONFIG --out DIR`)",
                          file=data_dir)
-    test = load_records(data_dir, "test")
+    key = validate_context_key(context_key)
+    if split not in ("test", "val"):
+        raise InputError(f"suite items come from the test or val split, not {split!r}", field="split")
+    test = load_records(data_dir, split)
     train = load_records(data_dir, "train")
     items, pool, counts, dropped = select_suite(test, train, cap_per_bucket=cap_per_bucket, ref_pool=ref_pool,
-                                                seed=seed, min_pool=min_pool)
+                                                seed=seed, min_pool=min_pool, context_key=key)
     data_manifest = read_json(data_dir / "manifest.json") if (data_dir / "manifest.json").exists() else {}
     edges, labels = _length_bins(data_manifest)
     inputs = {"data_dir": str(data_dir)}
-    for rel in ("manifest.json", "records/test.jsonl", "records/train.jsonl"):
+    for rel in ("manifest.json", f"records/{split}.jsonl", "records/train.jsonl"):
         if (data_dir / rel).exists():
             inputs[rel] = sha256_file(data_dir / rel)
-    config = {"cap_per_bucket": cap_per_bucket, "ref_pool": ref_pool, "min_pool": min_pool, "seed": seed}
+    config = {"cap_per_bucket": cap_per_bucket, "ref_pool": ref_pool, "min_pool": min_pool, "seed": seed,
+              "context_key": list(key), "split": split}
     return write_suite(out_dir, items, pool, feature_fn=feature_fn, feature_names=feature_names, config=config,
                        inputs=inputs, counts=counts, dropped=dropped, length_edges=edges, length_labels=labels,
-                       seed=seed, started=started)
+                       seed=seed, started=started, context_key=key)
 
 
 def _read_records(path: Path) -> list[Record]:
@@ -253,4 +288,5 @@ def load_suite(suite_dir: str | Path, *, feature_names: Sequence[str] | None = N
     return Suite(path=suite_dir, items=items, pool=pool, item_features=item_features, pool_features=pool_features,
                  feature_names=names, manifest=manifest, version=version,
                  length_edges=tuple(manifest.get("length_edges", DEFAULT_LENGTH_EDGES)),
-                 length_labels=tuple(manifest.get("length_labels", DEFAULT_LENGTH_LABELS)))
+                 length_labels=tuple(manifest.get("length_labels", DEFAULT_LENGTH_LABELS)),
+                 context_key=validate_context_key(manifest.get("context_key", DEFAULT_CONTEXT_KEY)))

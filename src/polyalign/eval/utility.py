@@ -88,18 +88,24 @@ def utility_item_scores(predictions: Sequence[str], golds: Sequence[str],
     return out
 
 
-@register_metric("chrf", "utility", "higher", "Corpus chrF of the bucket's predictions against their gold "
-                 "responses (sacrebleu defaults: character n-grams up to 6, β = 2, whitespace ignored). It needs no "
-                 "tokenizer, so it applies to Chinese as is, but Chinese values run far lower than English ones "
-                 "(long character n-grams rarely match): compare it within a language.",
-                 "chrF = sacrebleu.metrics.CHRF().corpus_score(preds, [golds]).score  (0–100)",
+@register_metric("chrf", "utility", "higher", "Mean sentence chrF of the bucket's predictions against their gold "
+                 "responses (sacrebleu defaults: character n-grams up to 6, β = 2, whitespace ignored): a per-item "
+                 "score, so that its confidence interval comes from resampling items. It needs no tokenizer, so it "
+                 "applies to Chinese as is, but Chinese values run far lower than English ones (long character "
+                 "n-grams rarely match): compare it within a language.",
+                 "chrF = mean_i sacrebleu.metrics.CHRF().sentence_score(pred_i, [gold_i]).score  (0–100)",
                  ceiling=False, value_range="[0, 100]", ideal=100.0)
 def chrf_score(predictions: Sequence[str], golds: Sequence[str]) -> float:
-    """sacrebleu corpus chrF (0–100) of predictions against one gold reference each."""
+    """Mean sentence chrF (0–100) of predictions against one gold reference each."""
+    scores = chrf_item_scores(predictions, golds)
+    return float(scores.mean()) if len(scores) else float("nan")
+
+
+def chrf_item_scores(predictions: Sequence[str], golds: Sequence[str]) -> np.ndarray:
+    """Sentence chrF (0–100) of each prediction against its gold reference."""
     from sacrebleu.metrics import CHRF
 
     if len(predictions) != len(golds):
         raise ValueError("predictions and golds must have the same length")
-    if not predictions:
-        return float("nan")
-    return float(CHRF().corpus_score(list(predictions), [list(golds)]).score)
+    metric = CHRF()
+    return np.array([metric.sentence_score(p, [g]).score for p, g in zip(predictions, golds)], dtype=float)
