@@ -180,16 +180,22 @@ def main() -> None:
         wall[seed] = time.time() - t0
         for method in config.methods:
             evals.setdefault(method, []).append(read_json(workdir / f"eval_{method}" / "metrics.json"))
-    table = results_tables(evals, labels, contrasts, seeds, wall)
-    methods = list(labels.values())
-    command = " ".join(["python", "benchmarks/experiment.py", *sys.argv[1:]])
-    text = (f"# PolyAlign experiment\n\nCommand: `{command}`\n\nConfig: `{args.config}` (methods: "
-            f"{', '.join(methods)}). Total wall time {(time.time() - started) / 60:.1f} min on this machine.\n\n"
-            f"{table}\n")
-    out = Path(args.out) if args.out else root / "results.md"
-    write_text(out, text)
+        # written after every seed, so that an interrupted experiment still leaves the seeds it finished
+        text = results_text(evals, labels, contrasts, seeds[: i + 1], wall, args.config, started)
+        out = Path(args.out) if args.out else root / "results.md"
+        write_text(out, text)
+        print(f"written: {out} ({i + 1} of {len(seeds)} seeds)", flush=True)
     print(text)
-    print(f"written: {out}")
+
+
+def results_text(evals: dict[str, list[dict]], labels: dict[str, str], contrasts: list[tuple[str, str]],
+                 seeds: list[int], wall: dict[int, float], config: str, started: float) -> str:
+    """The whole results.md: command, config, load average, and the tables of `results_tables`."""
+    command = " ".join(["python", "benchmarks/experiment.py", *sys.argv[1:]])
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"# PolyAlign experiment\n\nCommand: `{command}`\n\nConfig: `{config}` (methods: "
+            f"{', '.join(labels.values())}). Wall time so far {(time.time() - started) / 60:.1f} min on this "
+            f"machine (load average at the end {load}).\n\n{results_tables(evals, labels, contrasts, seeds, wall)}\n")
 
 
 if __name__ == "__main__":

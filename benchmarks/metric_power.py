@@ -114,7 +114,7 @@ def ladder_texts(suite, val, seed: int) -> dict[str, dict[str, str]]:
 
 def ensure_suite(work: Path, split: str, cap: int, ref_pool: int) -> Path:
     """Build the bundled data and a suite from `split` under `work` unless they exist."""
-    data_dir, suite_dir = work / "data", work / f"suite_{split}"
+    data_dir, suite_dir = work / "data", work / f"suite_{split}_cap{cap}_pool{ref_pool}"
     if not (data_dir / "manifest.json").exists():
         build_dataset(load_data_config(ROOT / "configs" / "data" / "bundled.yaml"), data_dir, progress=False)
     if not (suite_dir / "manifest.json").exists():
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = ladder_texts(suite, val, args.seed)
     runs = {}
     for method in LADDER:
-        out = args.work / f"{args.split}_k{conditional.SHARED_CLUSTERS}_{method}"
+        out = args.work / f"{suite_dir.name}_k{conditional.SHARED_CLUSTERS}_{method}"
         pred = out / "predictions.jsonl"
         out.mkdir(parents=True, exist_ok=True)
         with open(pred, "w", encoding="utf-8") as fh:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from .metric_docs import PREAMBLE
+from .metric_docs import POWER, PREAMBLE
 
 FAMILIES = ("utility", "diversity", "naturalness", "faithfulness", "multiturn", "tradeoff")
 DIRECTIONS = ("higher", "lower", "target 0.5", "target human")
@@ -185,6 +185,7 @@ def render_markdown() -> str:
         for s in specs:
             lines += [f"### `{s.name}`", "", s.description, "", "```", s.formula.strip(), "```", "",
                       f"Direction: {s.direction}. Computed by `{s.function}`.", ""]
+    lines += [POWER.rstrip()]
     return "\n".join(lines).rstrip() + "\n"
 
 

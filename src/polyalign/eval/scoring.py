@@ -7,7 +7,7 @@ import contextlib
 import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from ..io import atomic_path, sha256_json
 from ..text import count_length_tokens
 from . import conditional, diversity, faithfulness, headline, multiturn, naturalness, tradeoff, utility
 from .featurizers import Featurizer
-from .suite import Suite, same_prompt_human
+from .suite import Suite, default_feature_fn, same_prompt_human
 
 CACHE_VERSION = 2
 Advance = Callable[[str], None]
@@ -97,8 +97,6 @@ def prepare_human_side(suite: Suite, featurizer: Featurizer, *, seed: int = 0, c
             pass
     timed = timings if timings is not None else Timings()
     if feature_fn is None:
-        from .suite import default_feature_fn
-
         feature_fn, _ = default_feature_fn()
     pool_texts = [r.response for r in suite.pool]
     item_texts = [r.response for r in suite.items]
@@ -197,7 +195,7 @@ def human_headline_views(suite: Suite, human: HumanSide, feature_fn: Callable[[S
         alt = headline.Side(texts=texts, features=features, embeddings=embeddings,
                             lengths=np.array([count_length_tokens(t) for t in texts], dtype=float), present=has_alt)
         out["same_prompt"] = _views_of(suite, human, alt, seed)
-        gold_subset = headline.Side(**{**gold.__dict__, "present": has_alt})
+        gold_subset = replace(gold, present=has_alt)
         out["ceiling_same_prompt_items"] = _views_of(suite, human, gold_subset, seed)
     return out
 
@@ -211,7 +209,7 @@ def model_headline_views(suite: Suite, human: HumanSide, inputs: dict[str, Any],
         subset = np.zeros(len(suite.items), dtype=bool)
         subset[human.same_prompt_rows] = True
         out["model_same_prompt_items"] = _views_of(
-            suite, human, headline.Side(**{**side.__dict__, "present": side.present & subset}), seed)
+            suite, human, replace(side, present=side.present & subset), seed)
     return out
 
 
