@@ -15,12 +15,9 @@ from ..io import make_manifest, read_json, write_json, write_text
 from . import headline_report, plots, report
 from .contrasts import contrast_tests, headline_tables, parse_contrasts
 from .tables import fmt, html_table, md_table
-from .registry import load_all
+from .headline import HEADLINE_METRICS
+from .registry import all_metrics, load_all
 from .runner import frontier_buckets, frontier_points
-
-COMPARE_METRICS = ("f1", "rouge_l", "chrf", "distinct_2", "self_bleu", "feature_gap", "coverage_feature",
-                   "coverage_joint", "c2st_acc", "naturalness", "mauve", "c_mauve", "length_w1_norm", "length_ks",
-                   "bucket_match", "tdm", "hypervolume", "aggregate")
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
@@ -55,10 +52,11 @@ def _cell(block: dict[str, Any] | None, group: str | None = None, key: str | Non
     return block.get("headline")
 
 
-def comparison_table(runs: dict[str, dict[str, Any]], metrics: Sequence[str] = COMPARE_METRICS,
+def comparison_table(runs: dict[str, dict[str, Any]], metrics: Sequence[str] | None = None,
                      group: str | None = None, key: str | None = None) -> dict[str, dict[str, float | None]]:
     """{method or 'human ceiling': {metric: headline}} overall, or for one language / track (group, key)."""
     first = next(iter(runs.values()))["metrics"]
+    metrics = metrics or all_metrics()
     table: dict[str, dict[str, float | None]] = {}
     for name, run in runs.items():
         table[name] = {m: _cell(run["metrics"].get(m, {}).get("model"), group, key) for m in metrics}
@@ -87,7 +85,7 @@ def table_rows(table: dict[str, dict[str, float | None]], metrics: Sequence[str]
 
 
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Sequence[str] | None = None,
-                 metrics: Sequence[str] = COMPARE_METRICS, contrasts: Sequence[str] | None = None) -> dict[str, Any]:
+                 metrics: Sequence[str] | None = None, contrasts: Sequence[str] | None = None) -> dict[str, Any]:
     """Write comparison.json, report.md and report.html for several evaluated runs of the same suite; the
     headline (context view, CIs, ceilings) comes first, with paired tests of `contrasts` ('A:B' method names;
     default: each method against the one before it)."""
@@ -112,6 +110,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: 
     pairs = parse_contrasts(contrasts, names)
     buckets = loaded[0]["buckets"]
     groups = report.group_keys(buckets)
+    metrics = metrics or all_metrics()
     tables = {"overall": comparison_table(runs, metrics)}
     for group, key in groups:
         tables[f"{group}/{key}"] = comparison_table(runs, metrics, group, key)
@@ -187,7 +186,8 @@ def compare_figures(runs: dict[str, dict[str, Any]], dirs: Sequence[Path],
     overall = comparison_table(runs, metrics)
     ceiling = overall.pop("human ceiling")
     first = next(iter(runs.values()))
-    figures: dict[str, str | None] = {"bars_overall": plots.method_bars(overall, ceiling, metrics)}
+    bars = [m for m in HEADLINE_METRICS if m in metrics]  # one bar group per headline metric
+    figures: dict[str, str | None] = {"bars_overall": plots.method_bars(overall, ceiling, bars)}
     figures["frontier"] = plots.frontier_plot({n: frontier_points(r["metrics"]) for n, r in runs.items()},
                                               {n: frontier_buckets(r["metrics"]) for n, r in runs.items()},
                                               first["buckets"])

@@ -14,6 +14,7 @@ from sklearn.cluster import KMeans
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
+from .naturalness import MIN_SIZE
 from .registry import register_metric
 
 MAUVE_SCALING = 5.0          # mauve-text's default scaling constant c in exp(−c·KL)
@@ -59,7 +60,8 @@ def item_input(record) -> str:
                  "ceiling is the held-out humans' own value. Catches what per-group marginals cannot: human-like "
                  "text that ignores the prompt.",
                  "s_ij = cos(φ(y_i), φ(input_j));  auc_i = mean_{j≠i} (1[s_ii > s_ij] + ½·1[s_ii = s_ij])\n"
-                 "group value = mean_i auc_i", ideal=None)
+                 "group value = mean_i auc_i", ideal=None, score=lambda g, take: prompt_auc_at(g, take),
+                 resample=True, min_items=5)
 def prompt_auc_items(response_vectors, input_vectors) -> np.ndarray:
     """Per-item prompt specificity (see the registered formula); rows i of both matrices belong together."""
     n = response_vectors.shape[0]
@@ -84,7 +86,10 @@ def bin_index(lengths: Sequence[float], edges: Sequence[int]) -> np.ndarray:
 @register_metric("length_bin_tv", "faithfulness", "lower", "Length-bin shares inside a context group: total "
                  "variation distance between the shares of the group's responses per length bin and the shares "
                  "of its human pool (0 = the same length mix, 1 = disjoint).",
-                 "TV_g = ½ Σ_bins |share_X(bin) − share_R(bin)|", ideal=0.0)
+                 "TV_g = ½ Σ_bins |share_X(bin) − share_R(bin)|", ideal=0.0,
+                 score=lambda g, take: length_bin_tv(_bins(g)[take], g.reference.bins,
+                                                     len(g.suite.length_edges) + 1),
+                 resample=True, min_items=MIN_SIZE, min_pool=2 * MIN_SIZE)
 def length_bin_tv(x_bins: np.ndarray, r_bins: np.ndarray, n_bins: int) -> float:
     """Total variation between the bin shares of two samples of bin indices."""
     if len(x_bins) == 0 or len(r_bins) == 0:
@@ -133,7 +138,10 @@ class SharedQuantizer:
                  "all groups and methods), with add-½ smoothed histograms (MAUVE*). Replaces per-group k-means "
                  "with k = n/10 cells, which at suite size had 3 cells and scored half-truncated human answers "
                  "0.88–0.98.", "p = hist_R(cells) + ½, q = hist_X(cells) + ½ (normalized)\nMAUVE = area under "
-                 "{(exp(−5·KL(q‖r_λ)), exp(−5·KL(p‖r_λ))) : r_λ = λp + (1−λ)q}", ideal=1.0)
+                 "{(exp(−5·KL(q‖r_λ)), exp(−5·KL(p‖r_λ))) : r_λ = λp + (1−λ)q}", ideal=1.0,
+                 score=lambda g, take: mauve_from_cells(g.reference.cells, _cells(g)[take],
+                                                        g.human.reference.quantizer.size),
+                 resample=True, min_items=MIN_SIZE, min_pool=2 * MIN_SIZE)
 def mauve_from_cells(p_cells: np.ndarray, q_cells: np.ndarray, n_cells: int) -> float:
     """MAUVE* between two samples of cell indices (see the registered formula)."""
     if len(p_cells) < 2 or len(q_cells) < 2:
@@ -159,3 +167,25 @@ def _area(x: np.ndarray, y: np.ndarray) -> float:
     order = np.argsort(x, kind="stable")
     xs, ys = x[order], y[order]
     return float(np.sum(np.diff(xs) * (ys[1:] + ys[:-1]) / 2))
+
+
+# -- per group (polyalign.eval.group.Group), computed once and resampled ------------------------------------
+
+
+def prompt_auc_at(group, take: np.ndarray) -> float:
+    """Mean prompt specificity of a group's responses at positions `take` (each response against the other
+    scored items of its group)."""
+    def items() -> np.ndarray:
+        ref = group.human.reference
+        return prompt_auc_items(ref.prompt_space.embed(group.texts), ref.input_vectors[group.rows])
+
+    values = group.cached("prompt_auc", items)[take] if len(take) else np.zeros(0)
+    return float(values.mean()) if len(values) else float("nan")
+
+
+def _bins(group) -> np.ndarray:
+    return group.cached("bins", lambda: bin_index(group.lengths, group.suite.length_edges))
+
+
+def _cells(group) -> np.ndarray:
+    return group.cached("cells", lambda: group.human.reference.quantizer.assign(group.side.embeddings[group.rows]))

@@ -15,9 +15,11 @@ SELF_BLEU_REFERENCES = 32   # other texts each candidate is scored against (samp
 
 @register_metric("distinct_1", "diversity", "target human", "Corpus-level distinct unigrams of the bucket's "
                  "responses (content tokens: words in English, characters in Chinese).",
-                 "distinct-n = |unique n-grams over all responses| / |n-grams over all responses|, n = 1")
+                 "distinct-n = |unique n-grams over all responses| / |n-grams over all responses|, n = 1",
+                 score=lambda g, take: distinct_n_texts(g.texts, 1))
 @register_metric("distinct_2", "diversity", "target human", "Corpus-level distinct bigrams of the bucket's "
-                 "responses (n-grams do not cross responses).", "distinct-n as above, n = 2")
+                 "responses (n-grams do not cross responses).", "distinct-n as above, n = 2",
+                 score=lambda g, take: distinct_n_texts(g.texts, 2))
 def distinct_n(token_lists: Sequence[Sequence[str]], n: int) -> float:
     """Unique n-grams over total n-grams, pooled over all texts (n-grams never cross texts); NaN if none."""
     seen: set[tuple[str, ...]] = set()
@@ -39,7 +41,7 @@ def distinct_n_texts(texts: Sequence[str], n: int) -> float:
                  "(tokenize 'zh' for Chinese, '13a' for English); higher = more repetitive.",
                  f"SB = mean_i sentence_bleu(x_i, {{x_j : j ∈ S_i}})  over ≤ {SELF_BLEU_CANDIDATES} seeded "
                  f"candidates i, S_i = ≤ {SELF_BLEU_REFERENCES} seeded others (effective order)",
-                 value_range="[0, 100]")
+                 value_range="[0, 100]", score=lambda g, take: self_bleu(g.texts, g.info["language"], seed=g.seed))
 def self_bleu(texts: Sequence[str], language: str, *, seed: int = 0, max_candidates: int = SELF_BLEU_CANDIDATES,
               max_references: int = SELF_BLEU_REFERENCES) -> float:
     """Sampled self-BLEU (0–100) of a set of texts; NaN for fewer than two texts.

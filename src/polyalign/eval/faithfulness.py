@@ -15,7 +15,7 @@ import numpy as np
 from scipy.stats import ks_2samp, wasserstein_distance
 
 from ..text import DEFAULT_LENGTH_EDGES, DEFAULT_LENGTH_LABELS, length_bin
-from .naturalness import robust_scale
+from .naturalness import MIN_SIZE, robust_scale
 from .registry import register_metric
 from .threads import single_threaded
 
@@ -37,7 +37,8 @@ def mauve_clusters(n_p: int, n_q: int) -> int:
                  headline="value", ideal=1.0)
 @register_metric("c_mauve", "faithfulness", "higher", "Conditional MAUVE: MAUVE per bucket (buckets with ≥ "
                  f"{MAUVE_MIN_SIZE} responses), same space and settings.",
-                 "C-MAUVE_b = MAUVE(φ(R_b), φ(X_b)); headline = macro over buckets", ideal=1.0)
+                 "C-MAUVE_b = MAUVE(φ(R_b), φ(X_b)); headline = macro over buckets", ideal=1.0,
+                 score=lambda g, take: group_mauve(g))
 def mauve_score(p_features: np.ndarray, q_features: np.ndarray, *, seed: int = 0,
                 num_buckets: int | None = None) -> float:
     """MAUVE between reference features p and candidate features q (1 = same distribution)."""
@@ -86,13 +87,15 @@ def _silence_native_output() -> Iterator[None]:
 @register_metric("length_w1", "faithfulness", "lower", "Wasserstein-1 between the bucket's response lengths and "
                  "the pool's (bilingual length-rule tokens).", "W1(len(X), len(R))  (scipy.stats."
                  "wasserstein_distance); headline = median over buckets (unbounded)", value_range="[0, ∞) tokens",
-                 headline="median", ideal=0.0)
+                 headline="median", ideal=0.0, score=lambda g, take: group_lengths(g)["length_w1"])
 @register_metric("length_w1_norm", "faithfulness", "lower", "length_w1 divided by the pool's robust length scale "
                  "(comparable across buckets).", "W1(len(X), len(R)) / s,  s = IQR(len R)/1.349 (else std, else 1); "
-                 "headline = median over buckets (unbounded)", value_range="[0, ∞)", headline="median", ideal=0.0)
+                 "headline = median over buckets (unbounded)", value_range="[0, ∞)", headline="median", ideal=0.0,
+                 score=lambda g, take: length_w1_norm_at(g, take), resample=True, min_items=MIN_SIZE,
+                 min_pool=2 * MIN_SIZE)
 @register_metric("length_ks", "faithfulness", "lower", "Two-sample Kolmogorov–Smirnov statistic between the "
                  "bucket's response lengths and the pool's.", "KS = sup_t |F_len(X)(t) − F_len(R)(t)|  "
-                 "(scipy.stats.ks_2samp)", ideal=0.0)
+                 "(scipy.stats.ks_2samp)", ideal=0.0, score=lambda g, take: group_lengths(g)["length_ks"])
 def length_distances(x_lengths: Sequence[float], r_lengths: Sequence[float]) -> dict[str, float]:
     """length_w1, length_w1_norm and length_ks between two samples of lengths."""
     x = np.asarray(x_lengths, dtype=float)
@@ -116,7 +119,8 @@ def bucket_bins(bucket_id: str, labels: Sequence[str] = DEFAULT_LENGTH_LABELS,
 @register_metric("bucket_match", "faithfulness", "higher", "Bucket-match rate: share of responses whose own "
                  "length bin (length rule, the suite's bin edges) is one of their bucket's bins (a merged bucket "
                  "such as `long+xlong` admits both). Human ceiling = 1 by construction.",
-                 "match_b = mean_i 1[length_bin(len(x_i)) ∈ bins(b)]", ideal=1.0)
+                 "match_b = mean_i 1[length_bin(len(x_i)) ∈ bins(b)]", ideal=1.0,
+                 score=lambda g, take: group_bucket_match(g))
 def bucket_match_rate(lengths: Sequence[int], bins: Sequence[str], edges: Sequence[int] = DEFAULT_LENGTH_EDGES,
                       labels: Sequence[str] = DEFAULT_LENGTH_LABELS) -> float:
     """Share of lengths whose length bin is in `bins`."""
@@ -124,3 +128,32 @@ def bucket_match_rate(lengths: Sequence[int], bins: Sequence[str], edges: Sequen
         return float("nan")
     allowed = set(bins)
     return float(np.mean([length_bin(int(n), edges, labels) in allowed for n in lengths]))
+
+
+def group_mauve(group) -> float:
+    """Per-bucket C-MAUVE of a group (polyalign.eval.group.Group), when both sides hold MAUVE_MIN_SIZE."""
+    if min(group.n, len(group.pool_rows)) < MAUVE_MIN_SIZE:
+        return float("nan")
+    return mauve_score(group.human.pool_embeddings[group.pool_rows], group.side.embeddings[group.rows],
+                       seed=group.seed)
+
+
+def group_lengths(group) -> dict[str, float]:
+    """length_w1, length_w1_norm and length_ks of a group's responses against its pool."""
+    return group.cached("lengths", lambda: length_distances(group.lengths, group.pool_lengths))
+
+
+def length_w1_norm_at(group, take: np.ndarray) -> float:
+    """length_w1_norm of a group on its responses at positions `take` (the pool's robust scale, else 1)."""
+    if len(take) == 0 or len(group.pool_rows) == 0:
+        return float("nan")
+    scale = group.cached("length_scale", lambda: float(robust_scale(group.pool_lengths[:, None])[0]))
+    return float(wasserstein_distance(group.lengths[take], group.pool_lengths)) / (scale if scale > 0 else 1.0)
+
+
+def group_bucket_match(group) -> float:
+    """bucket_match of a group of the oracle-length view (its id is a bucket id)."""
+    suite = group.suite
+    seen = sorted({suite.items[i].length_bin for i in suite.view(group.view).items[group.name]})
+    bins = bucket_bins(group.name, suite.length_labels, fallback=seen)
+    return bucket_match_rate(group.lengths, bins, suite.length_edges, suite.length_labels)

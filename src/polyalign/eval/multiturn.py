@@ -119,22 +119,26 @@ class CouplingScales:
 
 @register_metric("tdm", "multiturn", "higher", "Turn-dynamics match on multi-turn buckets: mean of the four "
                  "parts below (1 = the model couples to the previous turn exactly as the bucket's humans do).",
-                 "TDM_b = mean(tdm_length, tdm_lexical, tdm_semantic, tdm_transition)", ideal=1.0)
+                 "TDM_b = mean(tdm_length, tdm_lexical, tdm_semantic, tdm_transition)", ideal=1.0,
+                 score=lambda g, take: group_tdm(g)["tdm"])
 @register_metric("tdm_length", "multiturn", "higher", "Similarity of the log length-ratio distributions "
                  "(response vs previous user turn).", "sim(q) = 1 / (1 + W1(q(X), q(R)) / s_q),  q = log((1 + "
                  "len y)/(1 + len p)),  s_q = IQR(q(R))/1.349 (else std, else the all-pool value, else 1)",
-                 ideal=1.0)
+                 ideal=1.0, score=lambda g, take: group_tdm(g)["tdm_length"])
 @register_metric("tdm_lexical", "multiturn", "higher", "Lexical accommodation: mean similarity of the "
                  "distributions of overlap with the previous turn, overlap with the recent history (previous turn + 6 "
                  "turns before it), and TF-IDF "
                  "cosine with the previous turn.", "mean(sim(overlap_prompt), sim(overlap_history), "
-                 "sim(tfidf_cosine)),  overlap = |types(y) ∩ types(p[+h])| / |types(y)|", ideal=1.0)
+                 "sim(tfidf_cosine)),  overlap = |types(y) ∩ types(p[+h])| / |types(y)|", ideal=1.0,
+                 score=lambda g, take: group_tdm(g)["tdm_lexical"])
 @register_metric("tdm_semantic", "multiturn", "higher", "Semantic coupling: similarity of the distributions of "
                  "the cosine between previous turn and response in a TF-IDF+SVD space fit on the pool's prompts "
-                 "and responses.", "sim(cos(SVD(p), SVD(y)))", ideal=1.0)
+                 "and responses.", "sim(cos(SVD(p), SVD(y)))", ideal=1.0,
+                 score=lambda g, take: group_tdm(g)["tdm_semantic"])
 @register_metric("tdm_transition", "multiturn", "higher", "Transition structure: 1 − total-variation distance "
                  "between the model's and the pool's dialogue-act transition frequencies (question/statement → "
-                 "question/statement).", "1 − ½ Σ_t |P_X(t) − P_R(t)|", ideal=1.0)
+                 "question/statement).", "1 − ½ Σ_t |P_X(t) − P_R(t)|", ideal=1.0,
+                 score=lambda g, take: group_tdm(g)["tdm_transition"])
 def tdm_similarity(x_stats: dict[str, np.ndarray], r_stats: dict[str, np.ndarray],
                    fallback: CouplingScales | None = None) -> dict[str, float]:
     """tdm and its four parts for one bucket (NaN when either side is empty)."""
@@ -158,3 +162,20 @@ def tdm_similarity(x_stats: dict[str, np.ndarray], r_stats: dict[str, np.ndarray
                                                    - transition_distribution(r_stats["transition"])).sum()),
     }
     return {"tdm": float(np.mean(list(parts.values()))), **parts}
+
+
+TDM_NAMES = ("tdm", "tdm_length", "tdm_lexical", "tdm_semantic", "tdm_transition")
+
+
+def group_tdm(group) -> dict[str, float]:
+    """tdm and its parts for a multi-turn group (polyalign.eval.group.Group); NaN elsewhere, or without the
+    coupling statistics of the side (the headline views do not compute them)."""
+    def compute() -> dict[str, float]:
+        human, coupling = group.human, group.side.coupling
+        if group.info.get("track") != "multi" or human.coupling_space is None or coupling is None:
+            return dict.fromkeys(TDM_NAMES, float("nan"))
+        return tdm_similarity({k: v[group.rows] for k, v in coupling.items()},
+                              {k: v[group.pool_rows] for k, v in human.pool_coupling.items()},
+                              human.coupling_fallback)
+
+    return group.cached("tdm", compute)

@@ -92,7 +92,9 @@ def column_wasserstein(x: np.ndarray, r: np.ndarray) -> np.ndarray:
                  "headline is the median over buckets (one outlier bucket cannot dominate), the macro is also "
                  "reported.", "gap_b = trim_mean_{10%}{ W1(X_f, R_f) / s_f : f with s_f > 0 }\n"
                  "s_f = IQR(R_f)/1.349, else std(R_f), else the same over the whole pool\n"
-                 "headline = median_b gap_b", headline="median", value_range="[0, ∞)", ideal=0.0)
+                 "headline = median_b gap_b", headline="median", value_range="[0, ∞)", ideal=0.0,
+                 score=lambda g, take: feature_gap(g.x[take], g.r, g.scaler)[0], resample=True, min_items=MIN_SIZE,
+                 min_pool=2 * MIN_SIZE)
 def feature_gap(x: np.ndarray, r: np.ndarray, scaler: FeatureScaler) -> tuple[float, np.ndarray]:
     """(bucket gap, per-feature standardized W1 with NaN for unused columns)."""
     if len(x) == 0 or len(r) == 0:
@@ -110,7 +112,8 @@ def feature_band(r: np.ndarray, low: float = BAND[0], high: float = BAND[1]) -> 
 
 @register_metric("coverage_feature", "naturalness", "target human", "Human coverage, per feature: the mean over "
                  "features and responses of being inside the pool's q05–q95 band (≈ 0.9 for human text by "
-                 "construction).", "cov_b = mean_{i, f} 1[q05(R_f) ≤ x_if ≤ q95(R_f)]", ideal=0.9)
+                 "construction).", "cov_b = mean_{i, f} 1[q05(R_f) ≤ x_if ≤ q95(R_f)]", ideal=0.9,
+                 score=lambda g, take: feature_inside_rate(g.x, g.r))
 def feature_inside_rate(x: np.ndarray, r: np.ndarray) -> float:
     """Mean per-feature inside rate of x in r's q05–q95 band."""
     if len(x) == 0 or len(r) < MIN_SIZE:
@@ -130,7 +133,9 @@ def _mahalanobis_sq(points: np.ndarray, mean: np.ndarray, precision: np.ndarray)
                  "z-scores) is within the pool's own 90% quantile, calibrated on held-out pool halves (≈ 0.9 for "
                  "human text).", "split R in halves A, B (seeded); fit μ, Σ (Ledoit–Wolf) on A; t = q90{d²_A(b) : "
                  "b ∈ B}\ncov_A = mean_i 1[d²_A(x_i) ≤ t];  cov_b = (cov_A + cov_B) / 2  (roles swapped)",
-                 ideal=0.9)
+                 ideal=0.9, score=lambda g, take: _mean_at(g.cached("inside", lambda: joint_inside(
+                     g.x, g.r, g.scaler, seed=g.seed)), take), resample=True, min_items=MIN_SIZE,
+                 min_pool=2 * MIN_SIZE)
 def joint_coverage(x: np.ndarray, r: np.ndarray, scaler: FeatureScaler, *, level: float = COVERAGE_LEVEL,
                    seed: int = 0) -> float:
     """Cross-fitted Mahalanobis coverage of x in r's 90% region (see the registered formula)."""
@@ -163,9 +168,11 @@ def joint_inside(x: np.ndarray, r: np.ndarray, scaler: FeatureScaler, *, level: 
                  "indistinguishable, 1 = always told apart.", "n = min(|X|, |R|, cap); R' = seeded sample of n "
                  f"from R;  acc = mean over {C2ST_REPEATS} draws of R' of\n"
                  "  cross_val_score(LogisticRegression(C=1), [X; R'], [1…1; 0…0], StratifiedKFold(5)).mean()",
-                 value_range="[0, 1]", ideal=0.5)
+                 value_range="[0, 1]", ideal=0.5, score=lambda g, take: c2st_value(g, take), resample=True,
+                 min_items=MIN_SIZE, min_pool=2 * MIN_SIZE)
 @register_metric("c2st_dev", "naturalness", "lower", "|c2st_acc − 0.5|: how far the two-sample classifier is from "
-                 "chance.", "dev_b = |acc_b − 0.5|", value_range="[0, 0.5]", ideal=0.0)
+                 "chance.", "dev_b = |acc_b − 0.5|", value_range="[0, 0.5]", ideal=0.0,
+                 score=lambda g, take: abs(c2st_value(g, g.all) - 0.5))
 def c2st_accuracy(x: np.ndarray, r: np.ndarray, scaler: FeatureScaler, *, folds: int = C2ST_FOLDS,
                   repeats: int = C2ST_REPEATS, max_per_side: int = C2ST_MAX_PER_SIDE, seed: int = 0) -> float:
     """Cross-validated accuracy of telling x from a size-matched sample of r (0.5 = indistinguishable)."""
@@ -206,3 +213,23 @@ def c2st_predictions(x: np.ndarray, r: np.ndarray, scaler: FeatureScaler, *, fol
     with np.errstate(invalid="ignore"):
         x_correct = np.where(x_draws > 0, x_hits / np.maximum(x_draws, 1), np.nan)
     return float(np.mean(accs)), x_correct, float(np.mean(pool_rates))
+
+
+def c2st_value(group, take: np.ndarray) -> float:
+    """c2st_acc of a group (polyalign.eval.group.Group) on its responses at positions `take`: the classifiers are
+    fit once per group; a draw resamples the responses' out-of-fold correctness (the pool side's stays at its
+    mean)."""
+    fitted = group.cached("c2st", lambda: c2st_predictions(group.x, group.r, group.scaler, seed=group.seed))
+    if fitted is None:
+        return float("nan")
+    _, x_correct, pool_rate = fitted
+    return 0.5 * (_mean_at(x_correct, take) + pool_rate)
+
+
+def _mean_at(values: np.ndarray | None, take: np.ndarray) -> float:
+    """Mean of the finite values at positions `take` (NaN when there are none)."""
+    if values is None or len(take) == 0:
+        return float("nan")
+    picked = values[take]
+    picked = picked[np.isfinite(picked)]
+    return float(picked.mean()) if len(picked) else float("nan")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from .metric_docs import POWER, PREAMBLE
@@ -38,6 +38,13 @@ class MetricSpec:
     ideal: float | None = None     # the value a perfect method reaches (None: "the human value")
     languages: tuple[str, ...] = ("en", "zh")
     function: str = ""
+    # How it is computed per group: score(group, take) -> float on the responses at positions `take` of a
+    # polyalign.eval.group.Group; resample = the metric takes bootstrap draws (a headline metric); a group with
+    # fewer than min_items responses or a pool under min_pool has no value for it (n/a with the reason).
+    score: Callable | None = field(default=None, compare=False, repr=False)
+    resample: bool = False
+    min_items: int = 1
+    min_pool: int = 0
 
     @property
     def arrow(self) -> str:
@@ -52,8 +59,10 @@ _METRIC_MODULES = ("utility", "diversity", "naturalness", "faithfulness", "condi
 def register_metric(name: str, family: str, direction: str, description: str, formula: str, *,
                     scope: str = "bucket", ceiling: bool = True, headline: str = "macro",
                     value_range: str = "[0, 1]", ideal: float | None = None,
-                    languages: tuple[str, ...] = ("en", "zh")) -> Callable[[F], F]:
-    """Decorator: register metric `name` as computed by the decorated function (returned unchanged)."""
+                    languages: tuple[str, ...] = ("en", "zh"), score: Callable | None = None,
+                    resample: bool = False, min_items: int = 1, min_pool: int = 0) -> Callable[[F], F]:
+    """Decorator: register metric `name` as computed by the decorated function (returned unchanged); `score`
+    is how the scorers call it on one group (see MetricSpec)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown metric family {family!r}; expected one of {FAMILIES}")
     if direction not in DIRECTIONS:
@@ -63,9 +72,11 @@ def register_metric(name: str, family: str, direction: str, description: str, fo
     if headline not in AGGREGATES:
         raise ValueError(f"unknown headline aggregate {headline!r}")
 
+    if resample and score is None:
+        raise ValueError(f"metric {name!r}: resample needs a score function")
     spec = MetricSpec(name=name, family=family, direction=direction, description=description, formula=formula,
                       scope=scope, ceiling=ceiling, headline=headline, value_range=value_range, ideal=ideal,
-                      languages=languages)
+                      languages=languages, score=score, resample=resample, min_items=min_items, min_pool=min_pool)
     # Registered here, when the decorator expression is evaluated (top to bottom for stacked decorators), so
     # that the registry keeps the order in which metrics are written; the function is filled in below.
     if name in METRICS and METRICS[name].function and \
@@ -89,6 +100,24 @@ def load_all() -> dict[str, MetricSpec]:
     for module in _METRIC_MODULES:
         importlib.import_module(f"{__package__}.{module}")
     return METRICS
+
+
+HEADLINE_FAMILIES = ("naturalness", "faithfulness", "utility")
+
+
+def headline_metrics() -> tuple[str, ...]:
+    """The metrics with bootstrap draws (the headline of every report), naturalness, faithfulness, utility."""
+    return tuple(m.name for family in HEADLINE_FAMILIES for m in metrics_by_family()[family] if m.resample)
+
+
+def all_metrics() -> tuple[str, ...]:
+    """Every registered metric, in family order then registration order (the every-metric tables)."""
+    return tuple(m.name for specs in metrics_by_family().values() for m in specs)
+
+
+def bucket_metrics() -> list[MetricSpec]:
+    """The per-group metrics that have a score function, in registry order."""
+    return [m for m in load_all().values() if m.score is not None and m.scope == "bucket"]
 
 
 def get_metric(name: str) -> MetricSpec:

@@ -6,13 +6,9 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .registry import FAMILIES, load_all
+from .registry import FAMILIES, all_metrics, load_all
 from . import headline_report
 from .tables import fmt, html_table, md_table
-
-HEADLINE_METRICS = ("f1", "f1_zh_word", "rouge_l", "chrf", "em", "distinct_2", "self_bleu", "feature_gap",
-                    "coverage_feature", "coverage_joint", "c2st_acc", "naturalness", "mauve", "c_mauve",
-                    "length_w1_norm", "length_ks", "bucket_match", "tdm", "hypervolume", "aggregate")
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1320px;color:#222;
@@ -34,12 +30,12 @@ def group_keys(buckets: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]
 
 
 def headline_rows(metrics: Mapping[str, Any], groups: Sequence[tuple[str, str]],
-                  names: Sequence[str] = HEADLINE_METRICS) -> list[list[str]]:
+                  names: Sequence[str] | None = None) -> list[list[str]]:
     """Rows: metric, direction, aggregate, model headline, ceiling headline, then the model headline per
     language and per track (`groups`)."""
     registry = load_all()
     rows = []
-    for name in names:
+    for name in names or all_metrics():
         if name not in metrics:
             continue
         block = metrics[name]

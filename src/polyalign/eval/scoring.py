@@ -15,18 +15,15 @@ import numpy as np
 
 from ..io import atomic_path, sha256_json
 from ..text import count_length_tokens
-from . import conditional, diversity, faithfulness, headline, multiturn, naturalness, tradeoff, utility
+from . import conditional, faithfulness, headline, multiturn, naturalness
+from .group import Group, Side
+from .registry import bucket_metrics
 from .featurizers import Featurizer
 from .suite import Suite, default_feature_fn, same_prompt_human
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 Advance = Callable[[str], None]
 
-BUCKET_METRICS = ("em", "f1", "f1_zh_char", "f1_zh_word", "rouge_l", "chrf", "distinct_1", "distinct_2",
-                  "self_bleu", "feature_gap", "coverage_feature", "coverage_joint", "c2st_acc", "c2st_dev",
-                  "c_mauve", "length_w1", "length_w1_norm", "length_ks", "bucket_match", "tdm", "tdm_length",
-                  "tdm_lexical", "tdm_semantic", "tdm_transition", "naturalness")
-UTILITY_METRICS = ("em", "f1", "f1_zh_char", "f1_zh_word", "rouge_l", "chrf")
 
 
 @dataclass
@@ -121,13 +118,13 @@ def prepare_human_side(suite: Suite, featurizer: Featurizer, *, seed: int = 0, c
         coupling_space=space, pool_coupling=pool_coupling, item_coupling=item_coupling,
         coupling_fallback=multiturn.CouplingScales.fit({k: v[multi_pool] for k, v in pool_coupling.items()})
         if multi_pool else None)
+    with timed("shared quantization + prompt space (pool)"):
+        human.reference = headline.prepare_reference(suite, pool_embeddings, human.pool_lengths, seed=seed)
     human.ceiling = score_side(suite, human, texts=item_texts, features=suite.item_features,
                                embeddings=human.item_embeddings, lengths=human.item_lengths,
                                coupling=human.item_coupling, seed=seed, is_human=True, advance=advance,
                                timings=timed)
     with timed("headline views (held-out and same-prompt humans, bootstrap)"):
-        human.reference = headline.prepare_reference(suite, pool_embeddings, human.pool_lengths,
-                                                     human.fallback_scale, seed=seed)
         human.human_views = human_headline_views(suite, human, feature_fn, seed=seed)
     if cache_file is not None:
         try:
@@ -167,8 +164,8 @@ def bootstrap_seed(suite: Suite) -> int:
     return int((suite.manifest.get("config") or {}).get("seed", 0))
 
 
-def _views_of(suite: Suite, human: HumanSide, side: headline.Side, seed: int) -> dict[str, Any]:
-    return {view: headline.score_view(suite, human.reference, view, side, seed=seed,
+def _views_of(suite: Suite, human: HumanSide, side: Side, seed: int) -> dict[str, Any]:
+    return {view: headline.score_view(suite, human.reference, view, side, human=human, seed=seed,
                                       bootstrap_seed=bootstrap_seed(suite)) for view in ("context", "oracle")}
 
 
@@ -178,7 +175,7 @@ def human_headline_views(suite: Suite, human: HumanSide, feature_fn: Callable[[S
     the same prompt — of those same-prompt humans and of the held-out humans on the same items."""
     n = len(suite.items)
     everything = np.ones(n, dtype=bool)
-    gold = headline.Side(texts=[r.response for r in suite.items], features=suite.item_features,
+    gold = Side(texts=[r.response for r in suite.items], features=suite.item_features,
                          embeddings=human.item_embeddings, lengths=human.item_lengths, present=everything,
                          with_utility=False)
     alternatives = [same_prompt_human(r) for r in suite.items]
@@ -192,7 +189,7 @@ def human_headline_views(suite: Suite, human: HumanSide, feature_fn: Callable[[S
         features[rows] = np.asarray(feature_fn([texts[i] for i in rows], [suite.items[i].language for i in rows]))
         embeddings = np.zeros_like(human.item_embeddings)
         embeddings[rows] = human.featurizer.transform([texts[i] for i in rows])
-        alt = headline.Side(texts=texts, features=features, embeddings=embeddings,
+        alt = Side(texts=texts, features=features, embeddings=embeddings,
                             lengths=np.array([count_length_tokens(t) for t in texts], dtype=float), present=has_alt)
         out["same_prompt"] = _views_of(suite, human, alt, seed)
         gold_subset = replace(gold, present=has_alt)
@@ -202,7 +199,7 @@ def human_headline_views(suite: Suite, human: HumanSide, feature_fn: Callable[[S
 
 def model_headline_views(suite: Suite, human: HumanSide, inputs: dict[str, Any], *, seed: int) -> dict[str, Any]:
     """Headline views of a method's responses: on all items, and on the items with a same-prompt human."""
-    side = headline.Side(texts=inputs["texts"], features=inputs["features"], embeddings=inputs["embeddings"],
+    side = Side(texts=inputs["texts"], features=inputs["features"], embeddings=inputs["embeddings"],
                          lengths=inputs["lengths"], present=np.asarray(inputs["present"], dtype=bool))
     out = {"model": _views_of(suite, human, side, seed)}
     if human.same_prompt_rows is not None and len(human.same_prompt_rows):
@@ -246,76 +243,35 @@ def score_side(suite: Suite, human: HumanSide, *, texts: Sequence[str], features
                embeddings: np.ndarray, lengths: np.ndarray, coupling: dict[str, np.ndarray], seed: int,
                is_human: bool, present: np.ndarray | None = None, advance: Advance | None = None,
                timings: Timings | None = None) -> dict[str, Any]:
-    """Per-bucket metrics of one side against the pool, plus global MAUVE (overall, per language, per track).
+    """Every registered per-bucket metric of one side against the pool, bucket by bucket (the oracle-length
+    view), plus global MAUVE (overall, per language, per track).
 
     Returns {"per_bucket": {metric: {bucket: value}}, "n": {bucket: n_scored}, "global": {...}}."""
     timed = timings if timings is not None else Timings()
     present = np.ones(len(texts), dtype=bool) if present is None else np.asarray(present, dtype=bool)
-    per_bucket: dict[str, dict[str, float]] = {m: {} for m in BUCKET_METRICS}
+    side = Side(texts=texts, features=features, embeddings=embeddings, lengths=lengths, present=present,
+                with_utility=not is_human, coupling=coupling)
+    metrics = bucket_metrics()
+    per_bucket: dict[str, dict[str, float]] = {m.name: {} for m in metrics}
     n_scored: dict[str, int] = {}
-    item_utility = None
-    if not is_human:
-        with timed("utility (em, f1, rouge_l)"):
-            rows = np.flatnonzero(present)
-            scores = utility.utility_item_scores([texts[i] for i in rows],
-                                                 [suite.items[i].response for i in rows],
-                                                 [suite.items[i].language for i in rows])
-            item_utility = {k: np.full(len(texts), np.nan) for k in scores}
-            for k, v in scores.items():
-                item_utility[k][rows] = v
     rows_by_bucket: dict[str, list[int]] = {}
-    for bucket in suite.buckets:
-        xi = [i for i in suite.item_rows(bucket) if present[i]]
-        ri = suite.pool_rows(bucket)
+    view = suite.view("oracle")
+    for bucket in view.groups:
+        xi = [i for i in view.items[bucket] if present[i]]
+        ri = view.pool[bucket]
         n_scored[bucket] = len(xi)
         if advance:
             advance(f"{'human' if is_human else 'model'} {bucket}")
         if not xi or len(ri) < 2:  # a bucket of a context group whose pool holds (almost) none of its length bin
             continue
         rows_by_bucket[bucket] = xi
-        info = suite.bucket_info(bucket)
-        x, r = features[xi], suite.pool_features[ri]
-        values: dict[str, float] = {}
-        with timed("feature_gap"):
-            scaler = naturalness.FeatureScaler.fit(r, human.fallback_scale)
-            values["feature_gap"] = naturalness.feature_gap(x, r, scaler)[0]
-        with timed("coverage (feature, joint)"):
-            values["coverage_feature"] = naturalness.feature_inside_rate(x, r)
-            values["coverage_joint"] = naturalness.joint_coverage(x, r, scaler, seed=seed)
-        with timed("c2st"):
-            values["c2st_acc"] = naturalness.c2st_accuracy(x, r, scaler, seed=seed)
-        values["c2st_dev"] = abs(values["c2st_acc"] - 0.5) if np.isfinite(values["c2st_acc"]) else float("nan")
-        values["naturalness"] = tradeoff.bucket_naturalness(values["c2st_acc"])
-        with timed("c_mauve"):
-            big_enough = min(len(xi), len(ri)) >= faithfulness.MAUVE_MIN_SIZE
-            values["c_mauve"] = faithfulness.mauve_score(human.pool_embeddings[ri], embeddings[xi], seed=seed) \
-                if big_enough else float("nan")
-        with timed("length (w1, ks, bucket_match)"):
-            values.update(faithfulness.length_distances(lengths[xi], human.pool_lengths[ri]))
-            seen_bins = {suite.items[i].length_bin for i in suite.item_rows(bucket)}
-            bins = faithfulness.bucket_bins(bucket, suite.length_labels, fallback=sorted(seen_bins))
-            values["bucket_match"] = faithfulness.bucket_match_rate(lengths[xi], bins, suite.length_edges,
-                                                                    suite.length_labels)
-        bucket_texts = [texts[i] for i in xi]
-        with timed("distinct_n"):
-            values["distinct_1"] = diversity.distinct_n_texts(bucket_texts, 1)
-            values["distinct_2"] = diversity.distinct_n_texts(bucket_texts, 2)
-        with timed("self_bleu"):
-            values["self_bleu"] = diversity.self_bleu(bucket_texts, info["language"], seed=seed)
-        if info["track"] == "multi" and human.coupling_space is not None:
-            with timed("tdm (per bucket)"):
-                values.update(multiturn.tdm_similarity({k: v[xi] for k, v in coupling.items()},
-                                                       {k: v[ri] for k, v in human.pool_coupling.items()},
-                                                       human.coupling_fallback))
-        if item_utility is not None:
-            for k in ("em", "f1", "rouge_l", "f1_zh_char", "f1_zh_word"):
-                vals = item_utility[k][xi]
-                values[k] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
-            with timed("chrf"):
-                values["chrf"] = utility.chrf_score(bucket_texts, [suite.items[i].response for i in xi])
-        for k, v in values.items():
-            if v is not None and np.isfinite(v):
-                per_bucket[k][bucket] = float(v)
+        group = Group(suite=suite, view="oracle", name=bucket, rows=np.asarray(xi), pool_rows=np.asarray(ri),
+                      side=side, human=human, seed=seed)
+        for spec in metrics:
+            with timed(spec.name):
+                value = spec.score(group, group.all)
+            if value is not None and np.isfinite(value):
+                per_bucket[spec.name][bucket] = float(value)
     with timed("mauve (global, per language, per track)"):
         global_block = _global_mauve(suite, human, embeddings, rows_by_bucket, seed)
     return {"per_bucket": {k: v for k, v in per_bucket.items() if v}, "n": n_scored, "global": global_block}

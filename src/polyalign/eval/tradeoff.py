@@ -6,12 +6,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .naturalness import c2st_value
 from .registry import register_metric
 
 
 @register_metric("naturalness", "tradeoff", "higher", "Bounded per-bucket naturalness used for the trade-off: "
                  "1 when the two-sample classifier is at chance, 0 when it always tells the model from humans.",
-                 "nat_b = clip(1 − 2·|c2st_acc_b − 0.5|, 0, 1)", ideal=1.0)
+                 "nat_b = clip(1 − 2·|c2st_acc_b − 0.5|, 0, 1)", ideal=1.0,
+                 score=lambda g, take: bucket_naturalness(c2st_value(g, g.all)))
 def bucket_naturalness(c2st_acc: float) -> float:
     """1 − 2|acc − 0.5| clipped to [0, 1] (NaN stays NaN)."""
     if c2st_acc is None or not np.isfinite(c2st_acc):

@@ -56,20 +56,21 @@ def rouge_l_f1(pred_tokens: Sequence[str], gold_tokens: Sequence[str]) -> float:
 
 @register_metric("em", "utility", "higher", "Exact match of the normalized token sequences (EN: SQuAD-"
                  "normalized words; ZH: characters).", "EM = 1[tok(pred) == tok(gold)]; bucket value = mean over "
-                 "items", ceiling=False, ideal=1.0)
+                 "items", ceiling=False, ideal=1.0, score=lambda g, take: group_utility(g, take, "em"))
 @register_metric("f1", "utility", "higher", "Token F1 with language-aware tokens (EN words, ZH characters).",
                  "P = |tok(pred) ∩ tok(gold)| / |tok(pred)|  (multiset intersection)\n"
                  "R = |tok(pred) ∩ tok(gold)| / |tok(gold)|\nF1 = 2PR / (P + R); both empty → 1, one empty → 0",
-                 ceiling=False, ideal=1.0)
+                 ceiling=False, ideal=1.0, score=lambda g, take: group_utility(g, take, "f1"), resample=True)
 @register_metric("f1_zh_char", "utility", "higher", "Chinese token F1 by character (Chinese buckets only).",
                  "F1 as for `f1`, tok = Han characters + runs of other letters/digits, punctuation dropped",
-                 ceiling=False, ideal=1.0, languages=("zh",))
+                 ceiling=False, ideal=1.0, languages=("zh",),
+                 score=lambda g, take: group_utility(g, take, "f1_zh_char"))
 @register_metric("f1_zh_word", "utility", "higher", "Chinese token F1 by jieba word (Chinese buckets only).",
                  "F1 as for `f1`, tok = jieba words containing a letter or digit", ceiling=False, ideal=1.0,
-                 languages=("zh",))
+                 languages=("zh",), score=lambda g, take: group_utility(g, take, "f1_zh_word"))
 @register_metric("rouge_l", "utility", "higher", "ROUGE-L F1 (longest common subsequence) on the same tokens as "
                  "`f1`.", "P = LCS/|tok(pred)|, R = LCS/|tok(gold)|, ROUGE-L = 2PR/(P+R)", ceiling=False,
-                 ideal=1.0)
+                 ideal=1.0, score=lambda g, take: group_utility(g, take, "rouge_l"))
 def utility_item_scores(predictions: Sequence[str], golds: Sequence[str],
                         languages: Sequence[str]) -> dict[str, np.ndarray]:
     """Per-item em, f1, rouge_l, f1_zh_char and f1_zh_word (NaN for English items) as float arrays."""
@@ -94,7 +95,8 @@ def utility_item_scores(predictions: Sequence[str], golds: Sequence[str],
                  "applies to Chinese as is, but Chinese values run far lower than English ones (long character "
                  "n-grams rarely match): compare it within a language.",
                  "chrF = mean_i sacrebleu.metrics.CHRF().sentence_score(pred_i, [gold_i]).score  (0–100)",
-                 ceiling=False, value_range="[0, 100]", ideal=100.0)
+                 ceiling=False, value_range="[0, 100]", ideal=100.0, score=lambda g, take: group_utility(g, take, "chrf"),
+                 resample=True)
 def chrf_score(predictions: Sequence[str], golds: Sequence[str]) -> float:
     """Mean sentence chrF (0–100) of predictions against one gold reference each."""
     scores = chrf_item_scores(predictions, golds)
@@ -109,3 +111,18 @@ def chrf_item_scores(predictions: Sequence[str], golds: Sequence[str]) -> np.nda
         raise ValueError("predictions and golds must have the same length")
     metric = CHRF()
     return np.array([metric.sentence_score(p, [g]).score for p, g in zip(predictions, golds)], dtype=float)
+
+
+def group_utility(group, take: np.ndarray, name: str) -> float:
+    """Mean per-item utility `name` (em, f1, rouge_l, f1_zh_char, f1_zh_word or chrf) of a group's responses at
+    positions `take`; NaN for the held-out humans (the gold against itself) and where no item has a value."""
+    if not group.side.with_utility or len(take) == 0:
+        return float("nan")
+    if name == "chrf":
+        values = group.cached("chrf", lambda: chrf_item_scores(group.texts, group.golds))
+    else:
+        values = group.cached("utility", lambda: utility_item_scores(group.texts, group.golds,
+                                                                   group.languages))[name]
+    picked = values[take]
+    picked = picked[np.isfinite(picked)]
+    return float(picked.mean()) if len(picked) else float("nan")
