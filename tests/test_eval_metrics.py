@@ -267,3 +267,11 @@ def test_naturalness_and_aggregate_are_bounded_and_robust_to_one_outlier_bucket(
     outlier["c_mauve"]["b0"] = 0.0
     assert tradeoff.aggregate_score(good) == pytest.approx(0.8)
     assert tradeoff.aggregate_score(outlier) == pytest.approx(0.8)
+
+
+def test_duplicate_rate_counts_every_copy_of_a_repeated_response():
+    from polyalign.eval.diversity import duplicate_rate
+
+    assert duplicate_rate(["a b", "a  b", "c", "d", "c"]) == pytest.approx(4 / 5)
+    assert duplicate_rate(["x", "y"]) == 0.0
+    assert duplicate_rate([]) != duplicate_rate([])  # NaN

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -83,3 +84,15 @@ def self_bleu(texts: Sequence[str], language: str, *, seed: int = 0, max_candida
                                         smooth_value=bleu.smooth_value, effective_order=True,
                                         max_ngram_order=order).score)
     return float(np.mean(scores))
+
+
+@register_metric("duplicate_rate", "diversity", "target human", "Share of the group's responses that repeat another "
+                 "response of the group exactly (after whitespace normalization): a model that answers different "
+                 "prompts with the same text.", "dup_g = |{i : ∃ j ≠ i, norm(x_i) = norm(x_j)}| / |X_g|",
+                 score=lambda g, take: duplicate_rate(g.texts))
+def duplicate_rate(texts: Sequence[str]) -> float:
+    """Share of texts that occur more than once (whitespace-normalized); NaN for no texts."""
+    if not texts:
+        return float("nan")
+    counts = Counter(" ".join(t.split()) for t in texts)
+    return sum(c for c in counts.values() if c > 1) / len(texts)
