@@ -22,24 +22,24 @@ def main() -> None:
     from datasets import Dataset
     from records_factory import make_records
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig
 
-    from polyalign.train.bucket_trainer import BalanceSettings, BucketSFTTrainer
+    from polyalign.train.bucket_sft_config import BucketSFTConfig
+    from polyalign.train.bucket_trainer import BucketSFTTrainer
     from polyalign.train.examples import build_sft_examples, bucket_vocabulary
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     records = make_records(96, seed=5)
     names = bucket_vocabulary(records)
     examples, _ = build_sft_examples(records, tokenizer, {b: i for i, b in enumerate(names)}, max_length=96)
-    args = SFTConfig(output_dir=str(out.parent / f"work-{out.stem}"), bf16=False, gradient_checkpointing=False,
-                     save_strategy="no", report_to="none", max_length=96, learning_rate=5e-3, disable_tqdm=True,
-                     logging_steps=1, seed=0, per_device_train_batch_size=micro,
-                     gradient_accumulation_steps=accumulation, max_steps=steps, dataloader_pin_memory=False,
-                     ddp_find_unused_parameters=False, max_grad_norm=1.0)
+    args = BucketSFTConfig(
+        output_dir=str(out.parent / f"work-{out.stem}"), bf16=False, gradient_checkpointing=False,
+        save_strategy="no", report_to="none", max_length=96, learning_rate=5e-3, disable_tqdm=True, logging_steps=1,
+        seed=0, per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation, max_steps=steps,
+        dataloader_pin_memory=False, ddp_find_unused_parameters=False, max_grad_norm=1.0,
+        bucket_balance=True, bucket_temperature=2.0, bucket_normalize=True, dro=True, dro_eta=0.5)
     trainer = BucketSFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(model_dir), args=args, train_dataset=Dataset.from_list(examples),
-        processing_class=tokenizer, bucket_names=names,
-        balance=BalanceSettings(temperature=2.0, normalize=True, dro=True, dro_eta=0.5))
+        processing_class=tokenizer, bucket_names=names)
     trainer.train()
     if trainer.accelerator.is_main_process:
         logs = [h for h in trainer.state.log_history if "loss" in h]

@@ -11,7 +11,8 @@ from model_factory import make_tiny_model_dir
 from records_factory import make_records
 
 from polyalign.errors import ConfigError
-from polyalign.train.bucket_trainer import BalanceSettings, BucketSFTTrainer
+from polyalign.train.bucket_sft_config import BucketSFTConfig
+from polyalign.train.bucket_trainer import BucketSFTTrainer
 from polyalign.train.examples import build_sft_examples, bucket_vocabulary
 
 torch.set_num_threads(1)
@@ -32,22 +33,28 @@ def setup(tmp_path_factory):
             "dataset": Dataset.from_list(examples)}
 
 
-def _args(out: Path, **kw):
-    from trl import SFTConfig
+# Balance options of BucketSFTConfig: off is plain SFT; NORMALIZED is the bucket-normalized loss alone.
+OFF = {"bucket_balance": False}
+NORMALIZED = {"bucket_balance": True, "bucket_temperature": None, "bucket_normalize": True}
 
+
+def _args(out: Path, config_cls=BucketSFTConfig, **kw):
     base = dict(output_dir=str(out), bf16=False, gradient_checkpointing=False, save_strategy="no", report_to="none",
                 max_length=96, learning_rate=1e-2, disable_tqdm=True, logging_steps=1, seed=0,
                 train_sampling_strategy="sequential", dataloader_pin_memory=False, max_grad_norm=1e9)
     base.update(kw)
-    return SFTConfig(**base)
+    return config_cls(**base)
 
 
 def _trainer(setup, cls=BucketSFTTrainer, dataset=None, balance=None, **kw):
     from transformers import AutoModelForCausalLM
+    from trl import SFTConfig
 
     model = AutoModelForCausalLM.from_pretrained(setup["model_dir"])
-    args = _args(setup["root"] / "out", **kw)
-    extra = {} if cls is not BucketSFTTrainer else {"bucket_names": setup["names"], "balance": balance}
+    if cls is BucketSFTTrainer:
+        args, extra = _args(setup["root"] / "out", **(balance or OFF), **kw), {"bucket_names": setup["names"]}
+    else:
+        args, extra = _args(setup["root"] / "out", SFTConfig, **kw), {}
     return cls(model=model, args=args, train_dataset=dataset if dataset is not None else setup["dataset"],
                processing_class=setup["tokenizer"], **extra)
 
@@ -59,8 +66,7 @@ def _first_batch(trainer, n=None):
 
 
 def test_extra_columns_survive_the_collator_and_are_stripped_before_forward(setup) -> None:
-    trainer = _trainer(setup, balance=BalanceSettings(normalize=True), per_device_train_batch_size=4,
-                       max_steps=1)
+    trainer = _trainer(setup, balance=NORMALIZED, per_device_train_batch_size=4, max_steps=1)
     seen_in_loss, seen_in_forward = [], []
     original = trainer.compute_loss
 
@@ -79,7 +85,7 @@ def test_extra_columns_survive_the_collator_and_are_stripped_before_forward(setu
 
 
 def test_bucket_normalized_loss_equals_independent_per_bucket_computation(setup) -> None:
-    trainer = _trainer(setup, balance=BalanceSettings(normalize=True), per_device_train_batch_size=8)
+    trainer = _trainer(setup, balance=NORMALIZED, per_device_train_batch_size=8)
     batch = _first_batch(trainer, 1)[0]
     trainer.get_batch_samples(iter([batch]), 1, trainer.args.device)  # global statistics of this step
     trainer.model.train()
@@ -104,7 +110,7 @@ def test_bucket_normalized_loss_equals_independent_per_bucket_computation(setup)
 def test_balancing_off_equals_trl_token_mean_loss(setup, with_num_items: bool) -> None:
     from trl import SFTTrainer
 
-    ours = _trainer(setup, balance=BalanceSettings(), per_device_train_batch_size=8)
+    ours = _trainer(setup, balance=OFF, per_device_train_batch_size=8)
     theirs = _trainer(setup, cls=SFTTrainer, dataset=setup["dataset"].remove_columns(["bucket_id", "bucket_index"]),
                       per_device_train_batch_size=8)
     batch = _first_batch(ours, 1)[0]
@@ -118,7 +124,7 @@ def test_balancing_off_equals_trl_token_mean_loss(setup, with_num_items: bool) -
     assert ours.loss_is_scaled_for_ga is None  # GA scaling decided by the Trainer exactly as for SFTTrainer
 
 
-def _one_step(setup, micro: int, accumulation: int, balance: BalanceSettings):
+def _one_step(setup, micro: int, accumulation: int, balance: dict):
     trainer = _trainer(setup, balance=balance, per_device_train_batch_size=micro,
                        gradient_accumulation_steps=accumulation, max_steps=1, optim="sgd",
                        dataset=setup["dataset"].select(range(8)))  # SGD: the update is linear in the gradient
@@ -129,19 +135,19 @@ def _one_step(setup, micro: int, accumulation: int, balance: BalanceSettings):
 
 
 def test_balanced_loss_micro_batch_1_ga_8_equals_micro_batch_8(setup) -> None:
-    balance = BalanceSettings(normalize=True)
+    balance = NORMALIZED
     loss8, norm8, params8 = _one_step(setup, 8, 1, balance)
     loss1, norm1, params1 = _one_step(setup, 1, 8, balance)
     assert loss1 == pytest.approx(loss8, rel=1e-5)
     assert norm1 == pytest.approx(norm8, rel=1e-4)
     torch.testing.assert_close(params1, params8, rtol=1e-4, atol=1e-6)
     # and it is not the token mean (the buckets really are re-weighted)
-    token_loss, _, _ = _one_step(setup, 8, 1, BalanceSettings())
+    token_loss, _, _ = _one_step(setup, 8, 1, OFF)
     assert abs(token_loss - loss8) > 1e-3
 
 
 def test_per_bucket_losses_are_logged(setup, tmp_path) -> None:
-    trainer = _trainer(setup, balance=BalanceSettings(temperature=2.0, normalize=True, dro=True, dro_eta=0.5),
+    trainer = _trainer(setup, balance={**NORMALIZED, "bucket_temperature": 2.0, "dro": True, "dro_eta": 0.5},
                        per_device_train_batch_size=4, max_steps=4, logging_steps=2,
                        output_dir=str(tmp_path / "logged"), report_to="tensorboard")
     trainer.train()
@@ -161,13 +167,19 @@ def test_per_bucket_losses_are_logged(setup, tmp_path) -> None:
     assert any(t.startswith("eval/eval_bucket_loss/") or t.startswith("eval/bucket_loss/") for t in tags), tags
 
 
-def test_missing_bucket_column_and_bad_settings_are_clear_errors(setup) -> None:
+def test_missing_bucket_column_and_bad_settings_are_clear_errors(setup, tmp_path) -> None:
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig
+
     with pytest.raises(ConfigError, match="no 'bucket_index' column"):
         _trainer(setup, dataset=setup["dataset"].remove_columns(["bucket_index"]))
     with pytest.raises(ConfigError, match="temperature must be > 0"):
-        BalanceSettings(temperature=0.0)
+        _args(tmp_path, bucket_balance=True, bucket_temperature=0.0)
     with pytest.raises(ConfigError, match="needs balance.normalize"):
-        BalanceSettings(dro=True)
+        _args(tmp_path, bucket_balance=True, bucket_normalize=False, dro=True)
     with pytest.raises(ConfigError, match="packing"):
-        _trainer(setup, balance=BalanceSettings(normalize=True), packing=True, padding_free=True,
-                 per_device_train_batch_size=2)
+        _trainer(setup, balance=NORMALIZED, packing=True, padding_free=True, per_device_train_batch_size=2)
+    with pytest.raises(ConfigError, match="needs args=BucketSFTConfig"):  # its options live in its config only
+        BucketSFTTrainer(model=AutoModelForCausalLM.from_pretrained(setup["model_dir"]),
+                         args=_args(tmp_path, SFTConfig), train_dataset=setup["dataset"],
+                         processing_class=setup["tokenizer"], bucket_names=setup["names"])

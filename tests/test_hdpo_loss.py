@@ -8,8 +8,7 @@ import math
 import pytest
 import torch
 
-from polyalign.train.hdpo_loss import HDPOLossParams, hdpo_loss, preference_probability, reinforce_loss, \
-    update_baseline
+from polyalign.train.hdpo_loss import hdpo_loss, preference_probability, reinforce_loss, update_baseline
 
 torch.set_num_threads(1)
 
@@ -36,23 +35,29 @@ def trl_sigmoid_dpo(pc, pr, rc, rr, beta):
     return torch.mean(torch.log1p(torch.exp(-beta * delta)))
 
 
+def loss_settings(**changes):
+    """The keyword settings of `hdpo_loss`: plain sigmoid DPO with beta = 0.1, then `changes`."""
+    return {"beta": 0.1, "label_smoothing": 0.0, "reg_lambda": 0.0, "reg_form": "expected", "tau": 2.0,
+            "offset_sign": 1.0, "anchor_gamma": 0.0, **changes}
+
+
 def call(batch, weight_total, params, **over):
     args = {**batch, **over}
     return hdpo_loss(args["policy_chosen_logps"], args["policy_rejected_logps"], args["ref_chosen_logps"],
                      args["ref_rejected_logps"], args["chosen_lengths"], args["rejected_lengths"], args["d_chosen"],
-                     args["d_rejected"], args["weights"], weight_total, params)
+                     args["d_rejected"], args["weights"], weight_total, **params)
 
 
 @pytest.mark.parametrize("beta", [0.1, 0.5])
 def test_plain_dpo_equals_trl_sigmoid(beta):
     batch = make_batch()
     batch["weights"] = torch.ones(8, dtype=torch.float64)
-    loss, metrics = call(batch, 8.0, HDPOLossParams(beta=beta))
+    loss, metrics = call(batch, 8.0, loss_settings(beta=beta))
     expected = trl_sigmoid_dpo(batch["policy_chosen_logps"], batch["policy_rejected_logps"],
                                batch["ref_chosen_logps"], batch["ref_rejected_logps"], beta)
     assert abs(float(loss) - float(expected)) < 1e-6
     # regularizer weight is irrelevant when lambda = 0, whatever the distances
-    loss2, _ = call(batch, 8.0, HDPOLossParams(beta=beta, reg_form="offset"))
+    loss2, _ = call(batch, 8.0, loss_settings(beta=beta, reg_form="offset"))
     assert float(loss2) == float(loss)
     assert float(metrics["reg"]) == 0.0 and float(metrics["anchor"]) == 0.0
 
@@ -60,7 +65,7 @@ def test_plain_dpo_equals_trl_sigmoid(beta):
 def test_plain_dpo_equals_trl_in_float32():
     batch = {k: (v.float() if v.is_floating_point() else v) for k, v in make_batch(seed=3).items()}
     batch["weights"] = torch.ones(8)
-    loss, _ = call(batch, 8.0, HDPOLossParams())
+    loss, _ = call(batch, 8.0, loss_settings())
     expected = trl_sigmoid_dpo(batch["policy_chosen_logps"], batch["policy_rejected_logps"],
                                batch["ref_chosen_logps"], batch["ref_rejected_logps"], 0.1)
     assert abs(float(loss) - float(expected)) < 1e-6
@@ -70,7 +75,7 @@ def test_label_smoothing_matches_conservative_dpo():
     batch = make_batch(seed=4)
     batch["weights"] = torch.ones(8, dtype=torch.float64)
     eps, beta = 0.2, 0.1
-    loss, _ = call(batch, 8.0, HDPOLossParams(beta=beta, label_smoothing=eps))
+    loss, _ = call(batch, 8.0, loss_settings(beta=beta, label_smoothing=eps))
     z = beta * ((batch["policy_chosen_logps"] - batch["ref_chosen_logps"])
                 - (batch["policy_rejected_logps"] - batch["ref_rejected_logps"]))
     expected = torch.mean(-(1 - eps) * torch.log(torch.sigmoid(z)) - eps * torch.log(torch.sigmoid(-z)))
@@ -78,9 +83,9 @@ def test_label_smoothing_matches_conservative_dpo():
 
 
 def full_params():
-    return [HDPOLossParams(reg_lambda=0.3, reg_form="expected", anchor_gamma=0.05),
-            HDPOLossParams(reg_lambda=0.3, reg_form="offset", anchor_gamma=0.05),
-            HDPOLossParams(reg_lambda=0.3, reg_form="offset", offset_sign=-1.0, label_smoothing=0.1)]
+    return [loss_settings(reg_lambda=0.3, reg_form="expected", anchor_gamma=0.05),
+            loss_settings(reg_lambda=0.3, reg_form="offset", anchor_gamma=0.05),
+            loss_settings(reg_lambda=0.3, reg_form="offset", offset_sign=-1.0, label_smoothing=0.1)]
 
 
 @pytest.mark.parametrize("params", full_params())
@@ -133,9 +138,9 @@ def term_grads(batch, params, term):
     pr = batch["policy_rejected_logps"].clone().requires_grad_(True)
     total = float(batch["weights"].sum())
     with_term, _ = call(batch, total, params, policy_chosen_logps=pc, policy_rejected_logps=pr)
-    without, _ = call(batch, total, HDPOLossParams(beta=params.beta, reg_form=params.reg_form,
-                                                   reg_lambda=params.reg_lambda if term != "reg" else 0.0,
-                                                   anchor_gamma=params.anchor_gamma if term != "anchor" else 0.0),
+    without, _ = call(batch, total, loss_settings(beta=params["beta"], reg_form=params["reg_form"],
+                                                  reg_lambda=params["reg_lambda"] if term != "reg" else 0.0,
+                                                  anchor_gamma=params["anchor_gamma"] if term != "anchor" else 0.0),
                       policy_chosen_logps=pc, policy_rejected_logps=pr)
     (with_term - without).backward()
     return pc.grad, pr.grad
@@ -143,7 +148,7 @@ def term_grads(batch, params, term):
 
 def test_expected_regularizer_has_gradient_when_distances_differ():
     batch = make_batch(seed=2)
-    gc, gr = term_grads(batch, HDPOLossParams(reg_lambda=0.5, reg_form="expected"), "reg")
+    gc, gr = term_grads(batch, loss_settings(reg_lambda=0.5, reg_form="expected"), "reg")
     assert torch.all(gc.abs() > 1e-8) and torch.all(gr.abs() > 1e-8)
     # analytic: dR/dpi+ = lambda w (d+ - d-) tau p (1-p) / |y+| / W
     p = preference_probability(batch["policy_chosen_logps"] - batch["ref_chosen_logps"],
@@ -160,18 +165,18 @@ def test_expected_regularizer_has_gradient_when_distances_differ():
 def test_expected_regularizer_gradient_is_zero_when_distances_are_equal():
     batch = make_batch(seed=2)
     batch["d_rejected"] = batch["d_chosen"].clone()
-    gc, gr = term_grads(batch, HDPOLossParams(reg_lambda=0.5, reg_form="expected"), "reg")
+    gc, gr = term_grads(batch, loss_settings(reg_lambda=0.5, reg_form="expected"), "reg")
     assert torch.all(gc == 0) and torch.all(gr == 0)
 
 
 def test_offset_form_changes_the_gradient_only_when_distances_differ():
     batch = make_batch(seed=5)
-    g_plain = grads(batch, HDPOLossParams())[0]
-    g_offset = grads(batch, HDPOLossParams(reg_lambda=0.5, reg_form="offset"))[0]
+    g_plain = grads(batch, loss_settings())[0]
+    g_offset = grads(batch, loss_settings(reg_lambda=0.5, reg_form="offset"))[0]
     assert torch.all((g_offset - g_plain).abs() > 1e-8)
     same = dict(batch, d_rejected=batch["d_chosen"].clone())
-    torch.testing.assert_close(grads(same, HDPOLossParams(reg_lambda=0.5, reg_form="offset"))[0],
-                               grads(same, HDPOLossParams())[0], rtol=0, atol=0)
+    torch.testing.assert_close(grads(same, loss_settings(reg_lambda=0.5, reg_form="offset"))[0],
+                               grads(same, loss_settings())[0], rtol=0, atol=0)
 
 
 def test_offset_sign_conventions():
@@ -180,9 +185,9 @@ def test_offset_sign_conventions():
     batch = make_batch(seed=6)
     batch["d_chosen"] = torch.zeros(8, dtype=torch.float64)
     batch["d_rejected"] = torch.full((8,), 2.0, dtype=torch.float64)
-    plain, _ = call(batch, 8.0, HDPOLossParams())
-    odpo, m = call(batch, 8.0, HDPOLossParams(reg_lambda=0.5, reg_form="offset"))
-    issue, _ = call(batch, 8.0, HDPOLossParams(reg_lambda=0.5, reg_form="offset", offset_sign=-1.0))
+    plain, _ = call(batch, 8.0, loss_settings())
+    odpo, m = call(batch, 8.0, loss_settings(reg_lambda=0.5, reg_form="offset"))
+    issue, _ = call(batch, 8.0, loss_settings(reg_lambda=0.5, reg_form="offset", offset_sign=-1.0))
     assert float(odpo) > float(plain) > float(issue)
     assert abs(float(m["offset_mean"]) - 1.0) < 1e-12
     z = 0.1 * ((batch["policy_chosen_logps"] - batch["ref_chosen_logps"])
@@ -193,14 +198,14 @@ def test_offset_sign_conventions():
 
 def test_anchor_gradient_is_minus_weight_over_length():
     batch = make_batch(seed=7)
-    gc, gr = term_grads(batch, HDPOLossParams(anchor_gamma=0.2), "anchor")
+    gc, gr = term_grads(batch, loss_settings(anchor_gamma=0.2), "anchor")
     expected = -0.2 * batch["weights"] / batch["chosen_lengths"].double() / batch["weights"].sum()
     torch.testing.assert_close(gc, expected)
     assert torch.all(gr == 0)
 
 
 def test_dpo_term_has_gradient():
-    gc, gr, _ = grads(make_batch(seed=8), HDPOLossParams())
+    gc, gr, _ = grads(make_batch(seed=8), loss_settings())
     assert torch.all(gc < 0) and torch.all(gr > 0)
 
 
@@ -215,17 +220,17 @@ def test_expected_form_is_not_saturated_at_init():
              "chosen_lengths": torch.tensor([200, 240, 180, 210]), "rejected_lengths": torch.tensor([90, 80, 120, 85]),
              "d_chosen": torch.zeros(n, dtype=torch.float64), "d_rejected": torch.ones(n, dtype=torch.float64),
              "weights": torch.ones(n, dtype=torch.float64)}
-    _, metrics = call(batch, float(n), HDPOLossParams(reg_lambda=0.1))
+    _, metrics = call(batch, float(n), loss_settings(reg_lambda=0.1))
     assert float(metrics["p_mean"]) == 0.5
     reference_p = torch.sigmoid(0.1 * (ref_c - ref_r))
     assert float(reference_p.max()) < 1e-4  # what the reference implementation's p would have been
-    gc, _ = term_grads(batch, HDPOLossParams(reg_lambda=0.1), "reg")
+    gc, _ = term_grads(batch, loss_settings(reg_lambda=0.1), "reg")
     assert torch.all(gc.abs() > 1e-5)
 
 
 def test_metrics_are_rewards_as_trl_logs_them():
     batch = make_batch(seed=9)
-    _, m = call(batch, 1.0, HDPOLossParams(beta=0.2))
+    _, m = call(batch, 1.0, loss_settings(beta=0.2))
     rc = 0.2 * (batch["policy_chosen_logps"] - batch["ref_chosen_logps"])
     rr = 0.2 * (batch["policy_rejected_logps"] - batch["ref_rejected_logps"])
     assert abs(float(m["rewards/chosen"]) - float(rc.mean())) < 1e-12
@@ -237,13 +242,13 @@ def test_metrics_are_rewards_as_trl_logs_them():
 def test_bad_inputs_are_rejected():
     batch = make_batch()
     with pytest.raises(ValueError, match="weight_total"):
-        call(batch, 0.0, HDPOLossParams())
+        call(batch, 0.0, loss_settings())
     with pytest.raises(ValueError, match="shape"):
-        call(batch, 1.0, HDPOLossParams(), d_chosen=torch.zeros(3, dtype=torch.float64))
-    with pytest.raises(ValueError):
-        HDPOLossParams(offset_sign=0.5)
-    with pytest.raises(ValueError):
-        HDPOLossParams(label_smoothing=0.5)
+        call(batch, 1.0, loss_settings(), d_chosen=torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="offset_sign"):
+        call(batch, 1.0, loss_settings(offset_sign=0.5))
+    with pytest.raises(ValueError, match="label_smoothing"):
+        call(batch, 1.0, loss_settings(label_smoothing=0.5))
 
 
 def test_reinforce_gradient_matches_exact_gradient_of_expected_distance():

@@ -13,8 +13,8 @@ from hdpo_trainer_fixtures import make_pair_rows, pair_dataset
 from model_factory import make_tiny_model_dir
 
 from polyalign.errors import ConfigError
-from polyalign.train.hdpo_loss import HDPOLossParams
-from polyalign.train.hdpo_trainer import PAIR_COLUMNS, HDPOSettings, HDPOTrainer, OnPolicySettings
+from polyalign.train.hdpo_config import HDPOConfig
+from polyalign.train.hdpo_trainer import PAIR_COLUMNS, HDPOTrainer
 
 torch.set_num_threads(1)
 MAX_LENGTH = 96
@@ -33,15 +33,13 @@ def setup(tmp_path_factory):
             "buckets": buckets, "languages": languages}
 
 
-def _args(out: Path, **kw):
-    from trl import DPOConfig
-
+def _args(out: Path, config_cls=HDPOConfig, **kw):
     base = dict(output_dir=str(out), bf16=False, gradient_checkpointing=False, save_strategy="no", report_to="none",
                 max_length=MAX_LENGTH, learning_rate=5e-3, disable_tqdm=True, logging_steps=1, seed=0,
                 per_device_train_batch_size=4, train_sampling_strategy="sequential", dataloader_pin_memory=False,
                 max_grad_norm=1e9, precompute_ref_log_probs=True, max_steps=1)
     base.update(kw)
-    return DPOConfig(**base)
+    return config_cls(**base)
 
 
 def _model(setup):
@@ -50,26 +48,28 @@ def _model(setup):
     return AutoModelForCausalLM.from_pretrained(setup["model_dir"])
 
 
-def _hdpo(setup, settings: HDPOSettings | None = None, dataset=None, **kw) -> HDPOTrainer:
-    args = _args(setup["root"] / "hdpo", beta=(settings or HDPOSettings()).loss.beta, **kw)
+# HDPOConfig options (plain numbers): PLAIN is sigmoid DPO with beta = 0.1; the default adds the pair weights.
+PLAIN = {"reg_lambda": 0.0, "anchor_gamma": 0.0, "use_weights": False}
+WEIGHTED = {"reg_lambda": 0.0, "anchor_gamma": 0.0}
+
+
+def _hdpo(setup, settings: dict | None = None, dataset=None, critic=None, **kw) -> HDPOTrainer:
+    args = _args(setup["root"] / "hdpo", **(WEIGHTED if settings is None else settings), **kw)
     ref = None if args.precompute_ref_log_probs else _model(setup)
     return HDPOTrainer(model=_model(setup), ref_model=ref, args=args,
                        train_dataset=dataset if dataset is not None else setup["dataset"],
                        processing_class=setup["tokenizer"], bucket_names=setup["buckets"],
-                       language_names=setup["languages"], hdpo=settings or HDPOSettings())
+                       language_names=setup["languages"], critic=critic)
 
 
 def _trl(setup, **kw):
-    from trl import DPOTrainer
+    from trl import DPOConfig, DPOTrainer
 
-    args = _args(setup["root"] / "trl", **kw)
+    args = _args(setup["root"] / "trl", DPOConfig, **kw)
     ref = None if args.precompute_ref_log_probs else _model(setup)
     return DPOTrainer(model=_model(setup), ref_model=ref, args=args,
                       train_dataset=setup["dataset"].remove_columns(list(PAIR_COLUMNS)),
                       processing_class=setup["tokenizer"])
-
-
-PLAIN = HDPOSettings(loss=HDPOLossParams(beta=0.1), use_weights=False)
 
 
 def _first_batch(trainer) -> dict:
@@ -138,8 +138,8 @@ class LengthCritic:
         return np.array([len(t) / 40.0 for t in texts])
 
 
-def _grad(setup, settings: HDPOSettings, dataset=None) -> torch.Tensor:
-    trainer = _hdpo(setup, settings, dataset=dataset)
+def _grad(setup, settings: dict, dataset=None, critic=None) -> torch.Tensor:
+    trainer = _hdpo(setup, settings, dataset=dataset, critic=critic)
     batch = _first_batch(trainer)
     trainer.model.train()
     # move the policy off the reference (at policy = reference the offset and DPO terms are symmetric)
@@ -159,14 +159,14 @@ def _with_equal_distances(dataset):
 
 @pytest.mark.parametrize("term", ["reg_expected", "reg_offset", "anchor", "weights", "on_policy"])
 def test_every_enabled_term_moves_the_gradient(setup, term: str) -> None:
-    base = HDPOSettings(loss=HDPOLossParams(beta=0.1), use_weights=False)
-    loss_kw = {"reg_expected": dict(reg_lambda=1.0, reg_form="expected"),
-               "reg_offset": dict(reg_lambda=1.0, reg_form="offset"),
-               "anchor": dict(anchor_gamma=0.5)}.get(term, {})
-    on = HDPOSettings(loss=HDPOLossParams(beta=0.1, **loss_kw), use_weights=term == "weights",
-                      on_policy=OnPolicySettings(critic=LengthCritic(), weight=1.0, every_n_steps=1,
-                                                 max_new_tokens=8) if term == "on_policy" else None)
-    g_off, g_on = _grad(setup, base), _grad(setup, on)
+    base = PLAIN
+    term_kw = {"reg_expected": dict(reg_lambda=1.0, reg_form="expected"),
+               "reg_offset": dict(reg_lambda=1.0, reg_form="offset"), "anchor": dict(anchor_gamma=0.5),
+               "weights": dict(use_weights=True),
+               "on_policy": dict(on_policy=True, on_policy_lambda=1.0, on_policy_every_n_steps=1,
+                                 on_policy_max_new_tokens=8)}[term]
+    on = {**PLAIN, **term_kw}
+    g_off, g_on = _grad(setup, base), _grad(setup, on, critic=LengthCritic() if term == "on_policy" else None)
     difference = float((g_on - g_off).norm())
     assert difference > 1e-4 * float(g_off.norm()), f"{term}: no gradient ({difference:.3g})"
     if term.startswith("reg_"):  # the regularizer's gradient comes from d+ != d-: equal distances give none
@@ -187,14 +187,14 @@ def _one_step(setup, settings, micro: int, accumulation: int) -> tuple[torch.Ten
 
 
 def test_pair_weights_are_invariant_to_micro_batching(setup) -> None:
-    settings = HDPOSettings(loss=HDPOLossParams(beta=0.1, reg_lambda=0.5, anchor_gamma=0.2), use_weights=True)
+    settings = {"reg_lambda": 0.5, "anchor_gamma": 0.2, "use_weights": True}
     assert len(set(setup["dataset"]["weight"][:8])) > 4  # non-uniform weights in the step
     p8, loss8 = _one_step(setup, settings, 8, 1)
     p1, loss1 = _one_step(setup, settings, 1, 8)
     torch.testing.assert_close(p1, p8, rtol=1e-5, atol=1e-7)
     assert loss1 == pytest.approx(loss8, rel=1e-5)
     # the weights do matter: uniform weights give other parameters (a test that can fail)
-    p_uniform, _ = _one_step(setup, HDPOSettings(loss=settings.loss, use_weights=False), 1, 8)
+    p_uniform, _ = _one_step(setup, {**settings, "use_weights": False}, 1, 8)
     assert float((p_uniform - p1).abs().max()) > 1e-5
 
 
@@ -202,7 +202,7 @@ def test_pair_weights_are_invariant_to_micro_batching(setup) -> None:
 
 
 def test_pair_columns_survive_the_collator_and_never_reach_the_model(setup) -> None:
-    trainer = _hdpo(setup, HDPOSettings(loss=HDPOLossParams(reg_lambda=0.1)), max_steps=1)
+    trainer = _hdpo(setup, {**WEIGHTED, "reg_lambda": 0.1}, max_steps=1)
     seen, forwarded = [], []
     original = trainer.compute_loss
 
@@ -226,14 +226,18 @@ def test_missing_pair_column_is_a_clear_error(setup) -> None:
         _hdpo(setup, dataset=setup["dataset"].remove_columns(["d_rejected"]))
 
 
-def test_beta_set_twice_is_refused(setup) -> None:
+def test_beta_is_set_once_and_a_plain_dpo_config_is_refused(setup) -> None:
     from trl import DPOConfig
 
-    with pytest.raises(ConfigError, match="beta"):
+    # beta is trl.DPOConfig's own field, and the loss reads that field: the two cannot disagree
+    assert _args(setup["root"] / "b", beta=0.3).loss_kwargs()["beta"] == 0.3
+    with pytest.raises(ConfigError, match="needs args=HDPOConfig"):
         HDPOTrainer(model=_model(setup), args=DPOConfig(output_dir=str(setup["root"] / "b"), beta=0.3, bf16=False,
                                                         report_to="none"),
                     train_dataset=setup["dataset"], processing_class=setup["tokenizer"],
                     bucket_names=setup["buckets"], language_names=setup["languages"])
+    with pytest.raises(ConfigError, match="critic"):  # the on-policy term needs a critic object
+        _hdpo(setup, {**WEIGHTED, "on_policy": True})
 
 
 # ---- the critic is never called per step unless the on-policy term is on ------------------------------------------
@@ -241,8 +245,8 @@ def test_beta_set_twice_is_refused(setup) -> None:
 
 def test_critic_is_called_only_on_on_policy_steps(setup) -> None:
     critic = LengthCritic()
-    on = OnPolicySettings(critic=critic, weight=0.1, every_n_steps=2, max_new_tokens=8)
-    trainer = _hdpo(setup, HDPOSettings(loss=HDPOLossParams(reg_lambda=0.1), on_policy=on), max_steps=4,
+    on = {"on_policy": True, "on_policy_lambda": 0.1, "on_policy_every_n_steps": 2, "on_policy_max_new_tokens": 8}
+    trainer = _hdpo(setup, {**WEIGHTED, "reg_lambda": 0.1, **on}, critic=critic, max_steps=4,
                     per_device_train_batch_size=2)
     trainer.train()
     assert critic.calls == 2  # steps 0 and 2

@@ -117,3 +117,12 @@ def model_max_length(model: Any, tokenizer: Any = None) -> int | None:
             return value
     limit = getattr(tokenizer, "model_max_length", None)
     return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else None
+
+
+def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
+    """The token ids that end a generated response: the model's generation eos ids, plus the tokenizer's eos."""
+    eos = model.generation_config.eos_token_id
+    ids = [eos] if isinstance(eos, int) else list(eos or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids

@@ -2,23 +2,28 @@
 writes language-like text in both languages before any SFT.
 
 Documents are whole conversations (context, every turn, the response; each conversation once), tokenized, joined
-with <|endoftext|> and packed into fixed-length blocks. Training is transformers' Trainer on those blocks; the
-work folder keeps checkpoints so an interrupted run resumes.
+with <|endoftext|> and packed into fixed-length blocks. Training is transformers' Trainer on those blocks, run by
+`train.run.run_training` like every other stage (work folder with checkpoints, so an interrupted run resumes;
+atomic save; manifest).
 """
 
 from __future__ import annotations
 
 import random
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import Field
+from transformers import Trainer, TrainingArguments
 
 from ..config import StrictModel
 from ..errors import ConfigError
+from ..train.run import TrainerParts, TrainingRun, run_training, silent
+from .loading import check_model_source, load_tokenizer
+from .tiny import count_parameters
 
 DOCUMENT_SEPARATOR = "<|endoftext|>"
 
@@ -61,8 +66,6 @@ def pretraining_documents(records: Sequence[Any]) -> list[str]:
 def pack_blocks(tokenizer: Any, documents: Sequence[str], block_size: int) -> Any:
     """Token blocks [n_blocks, block_size]: documents tokenized, each followed by <|endoftext|> (or eos),
     concatenated and cut into full blocks (the remainder is dropped)."""
-    import torch
-
     sep = tokenizer.convert_tokens_to_ids(DOCUMENT_SEPARATOR)
     if sep is None or sep == tokenizer.unk_token_id:
         sep = tokenizer.eos_token_id
@@ -95,61 +98,52 @@ def pretrain(model_source: str | Path, records: Sequence[Any], out_dir: str | Pa
              inputs: dict[str, str] | None = None, log: Any = None) -> Path:
     """Pretrain `model_source` on the text of `records` (the train split) and write the model folder to
     `out_dir` atomically (model, tokenizer, manifest with the loss curve). Returns `out_dir`."""
-    import torch
-    from transformers import Trainer, TrainingArguments
-
-    from ..io import atomic_path, make_manifest, sha256_json, write_json
-    from ..train.sft import _prepare_work_dir, _work_dir, quiet_console_logs
-    from .loading import check_model_source, load_causal_lm, load_tokenizer
-    from .tiny import count_parameters, fix_tokenizer_config
-
     config = config or PretrainConfig()
-    say = log or (lambda *a, **k: None)
+    say = log or silent
     started = time.time()
     source = check_model_source(model_source)
-    out_dir = Path(out_dir)
     docs = pretraining_documents(records)
     if config.max_documents is not None and config.max_documents < len(docs):
         docs = random.Random(config.seed).sample(docs, config.max_documents)
     tokenizer = load_tokenizer(source)
     say(f"packing {len(docs)} documents into blocks of {config.block_size} tokens")
     blocks = pack_blocks(tokenizer, docs, config.block_size)
-    model = load_causal_lm(source, dtype="float32", device="cpu")
-    model.train()
+    check_training_keys(config)
 
-    work = _work_dir(out_dir)
-    checkpoint = _prepare_work_dir(work, sha256_json({"config": config.model_dump(), "model": source,
-                                                      "n_blocks": int(blocks.shape[0])}), resume=True)
-    defaults = {"report_to": "none", "disable_tqdm": True, "lr_scheduler_type": "cosine",
-                "save_strategy": "steps", "save_total_limit": 1, "dataloader_drop_last": True,
-                "dataloader_pin_memory": torch.cuda.is_available()}
+    def build(parts: TrainerParts) -> Trainer:
+        return Trainer(model=parts.model, args=pretrain_args(config, parts.work), train_dataset=_Blocks(blocks),
+                       callbacks=callbacks)
+
+    def summarize(trainer: Trainer, result: Any) -> dict[str, Any]:
+        return {"n_documents": len(docs), "n_blocks": int(blocks.shape[0]), "tokens_per_epoch": int(blocks.numel()),
+                "tokens_seen": config.max_steps * config.batch_size * config.block_size,
+                "n_parameters": count_parameters(trainer.model),
+                "loss_curve": [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history
+                               if "loss" in h]}
+
+    return run_training(TrainingRun(
+        stage="model.pretrain", model_source=source, output_dir=Path(out_dir), config=config.model_dump(),
+        seed=config.seed, tokenizer=tokenizer, build_trainer=build, summarize=summarize,
+        inputs=lambda: dict(inputs or {}), started=started, fingerprint={"n_blocks": int(blocks.shape[0])}),
+        log=say)
+
+
+def check_training_keys(config: PretrainConfig) -> None:
+    """Every key of `training:` must be a transformers.TrainingArguments field."""
     known = set(TrainingArguments.__dataclass_fields__)
     for key in config.training:
         if key not in known:
             raise ConfigError(f"training.{key}: unknown transformers.TrainingArguments field")
-    args = TrainingArguments(**{**defaults, **config.training, "output_dir": str(work),
+
+
+def pretrain_args(config: PretrainConfig, output_dir: Path) -> TrainingArguments:
+    """The TrainingArguments of a pretraining run: our defaults, `training:`, then the config's own fields."""
+    defaults = {"report_to": "none", "disable_tqdm": True, "lr_scheduler_type": "cosine",
+                "save_strategy": "steps", "save_total_limit": 1, "dataloader_drop_last": True,
+                "dataloader_pin_memory": torch.cuda.is_available()}
+    return TrainingArguments(**{**defaults, **config.training, "output_dir": str(output_dir),
                                 "max_steps": config.max_steps, "per_device_train_batch_size": config.batch_size,
                                 "learning_rate": config.learning_rate, "warmup_steps": config.warmup_ratio,
                                 "weight_decay": config.weight_decay, "max_grad_norm": config.max_grad_norm,
                                 "seed": config.seed, "logging_steps": config.logging_steps,
                                 "save_steps": config.save_steps})
-    trainer = Trainer(model=model, args=args, train_dataset=_Blocks(blocks), callbacks=callbacks)
-    quiet_console_logs(trainer)
-    if checkpoint:
-        say(f"resuming from {checkpoint}")
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    curve = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
-    with atomic_path(out_dir) as tmp:
-        trainer.model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        fix_tokenizer_config(tmp)
-        write_json(tmp / "manifest.json", make_manifest(
-            stage="model.pretrain", config=config.model_dump(), inputs=inputs, seed=config.seed, started=started,
-            extra={"model_source": source, "n_documents": len(docs), "n_blocks": int(blocks.shape[0]),
-                   "tokens_per_epoch": int(blocks.numel()),
-                   "tokens_seen": config.max_steps * config.batch_size * config.block_size,
-                   "n_parameters": count_parameters(trainer.model), "loss_curve": curve,
-                   "train_loss": result.metrics.get("train_loss"),
-                   "train_runtime_s": result.metrics.get("train_runtime"), "resumed_from": checkpoint}))
-    shutil.rmtree(work, ignore_errors=True)
-    return out_dir

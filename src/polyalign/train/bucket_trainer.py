@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTTrainer
 
 from ..errors import ConfigError
+from ..io import read_json, write_json
 from .bucket_log import BucketLossAccumulator, BucketLossLog, EvalPrefixMixin, flat_log_metrics, \
     summarize_bucket_losses
+from .bucket_sft_config import BucketSFTConfig
 from .columns import ExtraColumnsMixin, pop_extra_columns
 from .global_batch import GlobalBatchStatsMixin
+from .options import require_config
 from .sampler import BucketTemperatureSampler
 from .sft_loss import bucket_loss_sums, bucket_means, bucket_normalized_loss, bucket_token_counts, \
     bucket_weights, dro_loss_weights, dro_update
@@ -34,46 +38,19 @@ from .sft_loss import bucket_loss_sums, bucket_means, bucket_normalized_loss, bu
 BUCKET_COLUMN = "bucket_index"
 
 
-@dataclass
-class BalanceSettings:
-    """Runtime switches of Bucket-Aware SFT (the YAML `balance:` section maps onto these).
-
-    temperature: None = the Trainer's default sampler; else p(bucket) ∝ n_b^(1/T).
-    normalize: bucket-normalized loss with a global normalizer (False = TRL's token mean).
-    dro: online bucket weights (requires normalize); eta, epsilon, reference ('none' | 'initial')."""
-
-    temperature: float | None = None
-    normalize: bool = False
-    dro: bool = False
-    dro_eta: float = 0.1
-    dro_epsilon: float = 0.1
-    dro_reference: str = "none"
-
-    def __post_init__(self) -> None:
-        if self.temperature is not None and not self.temperature > 0:
-            raise ConfigError(f"balance.temperature must be > 0, got {self.temperature}")
-        if self.dro and not self.normalize:
-            raise ConfigError("balance.dro needs balance.normalize: true (DRO weights the per-bucket losses)")
-        if self.dro_reference not in ("none", "initial"):
-            raise ConfigError(f"balance.dro.reference must be 'none' or 'initial', got {self.dro_reference!r}")
-
-    @property
-    def active(self) -> bool:
-        return self.temperature is not None or self.normalize
-
-
 class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin, SFTTrainer):
-    """SFTTrainer with Bucket-Aware SFT. Datasets need an int column `bucket_index` (index into `bucket_names`)."""
+    """SFTTrainer with Bucket-Aware SFT, set by its `BucketSFTConfig` (`args`). Datasets need an int column
+    `bucket_index` (index into `bucket_names`)."""
 
     extra_columns = (BUCKET_COLUMN,)
+    args: BucketSFTConfig
 
-    def __init__(self, *args: Any, bucket_names: Sequence[str], balance: BalanceSettings | None = None,
-                 **kwargs: Any):
+    def __init__(self, *args: Any, bucket_names: Sequence[str], **kwargs: Any):
         self.bucket_names = list(bucket_names)
         self.num_buckets = len(self.bucket_names)
         if self.num_buckets == 0:
             raise ConfigError("bucket_names is empty")
-        self.balance = balance or BalanceSettings()
+        require_config(type(self), BucketSFTConfig, args, kwargs)
         _check_bucket_column(kwargs.get("train_dataset"), "train", self.num_buckets)
         eval_ds = kwargs.get("eval_dataset")
         for name, ds in (eval_ds.items() if isinstance(eval_ds, dict) else [("eval", eval_ds)]):
@@ -84,7 +61,7 @@ class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin
         self._wrap_collator_for_extra_columns()
         # Bucket-normalized: each micro-batch returns its share of the step loss (already scaled for GA).
         # Token mean: leave the decision to the Trainer exactly as for TRL's SFTTrainer.
-        self.loss_is_scaled_for_ga = True if self.balance.normalize else None
+        self.loss_is_scaled_for_ga = True if self.args.normalized_loss else None
         self._train_losses = BucketLossAccumulator(self.num_buckets)
         self._eval_losses = BucketLossAccumulator(self.num_buckets)
         self._step_losses = BucketLossAccumulator(self.num_buckets)  # last step's losses, for DRO
@@ -114,15 +91,16 @@ class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin
 
     # ---- sampler --------------------------------------------------------------------------------------------
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-        if self.balance.temperature is None:
+        temperature = self.args.sampler_temperature
+        if temperature is None:
             return super()._get_train_sampler(train_dataset)
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return BucketTemperatureSampler(dataset[BUCKET_COLUMN], self.balance.temperature, seed=seed)
+        return BucketTemperatureSampler(dataset[BUCKET_COLUMN], temperature, seed=seed)
 
     # ---- step statistics (GlobalBatchStatsMixin) ------------------------------------------------------------
     def step_statistics(self, batch_samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        if not self.balance.normalize:
+        if not self.args.normalized_loss:
             return {}
         device = batch_samples[0]["labels"].device if batch_samples else self.args.device
         tokens = torch.zeros(self.num_buckets, device=device)
@@ -130,30 +108,30 @@ class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin
             mask = batch["labels"][..., 1:] != -100  # next-token labels, as the fused LM head scores them
             tokens += bucket_token_counts(batch[BUCKET_COLUMN].to(device), mask, self.num_buckets)
         stats = {"bucket_tokens": tokens}
-        if self.balance.dro:
+        if self.args.dro_active:
             sums, counts = self._step_losses.take()
             stats["last_loss_sums"] = sums.to(device)
             stats["last_loss_tokens"] = counts.to(device)
         return stats
 
     def on_step_statistics(self, stats: dict[str, torch.Tensor]) -> None:
-        if self.balance.dro and "last_loss_tokens" in stats:
+        if self.args.dro_active and "last_loss_tokens" in stats:
             counts = stats["last_loss_tokens"].cpu()
             if counts.sum() > 0:
                 means = bucket_means(stats["last_loss_sums"].cpu(), counts)
                 present = counts > 0
                 reference = None
-                if self.balance.dro_reference == "initial":
+                if self.args.dro_reference == "initial":
                     first = present & torch.isnan(self.dro_reference)
                     self.dro_reference[first] = means[first].float()
                     reference = self.dro_reference
-                self.dro_state = dro_update(self.dro_state, means, present, eta=self.balance.dro_eta,
+                self.dro_state = dro_update(self.dro_state, means, present, eta=self.args.dro_eta,
                                             reference=reference)
 
     @property
     def dro_weights(self) -> torch.Tensor:
         """The DRO bucket weights the loss uses: (1 − ε)·q + ε/K."""
-        return dro_loss_weights(self.dro_state, self.balance.dro_epsilon)
+        return dro_loss_weights(self.dro_state, self.args.dro_epsilon)
 
     # ---- loss -----------------------------------------------------------------------------------------------
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
@@ -168,11 +146,11 @@ class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin
         per_token_loss = -outputs.log_probs  # zero on ignored positions
         mask = outputs.label_mask
 
-        if mode == "train" and self.balance.normalize:
+        if mode == "train" and self.args.normalized_loss:
             if not self.step_stats or "bucket_tokens" not in self.step_stats:
                 raise RuntimeError("bucket-normalized loss needs the step statistics from get_batch_samples")
             global_tokens = self.step_stats["bucket_tokens"].to(per_token_loss.device)
-            weights = bucket_weights(global_tokens, self.dro_weights if self.balance.dro else None)
+            weights = bucket_weights(global_tokens, self.dro_weights if self.args.dro_active else None)
             loss = bucket_normalized_loss(per_token_loss, buckets, mask, global_tokens, weights)
             # DDP/FSDP/DeepSpeed average gradients over ranks; the global normalizer already spans all ranks.
             loss = loss * self.accelerator.num_processes
@@ -184,7 +162,7 @@ class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin
 
         sums, counts = bucket_loss_sums(per_token_loss, buckets, mask, self.num_buckets)
         (self._train_losses if mode == "train" else self._eval_losses).add(sums, counts)
-        if mode == "train" and self.balance.dro:
+        if mode == "train" and self.args.dro_active:
             self._step_losses.add(sums, counts)
         self._record_trl_metrics(mode, inputs, outputs)
         if return_outputs:
@@ -211,13 +189,7 @@ class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         super()._save_checkpoint(model, trial)
-        if self.balance.dro and self.args.should_save:
-            from pathlib import Path
-
-            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-            from ..io import write_json
-
+        if self.args.dro_active and self.args.should_save:
             folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             pending_sums, pending_counts = (self._step_losses.sums, self._step_losses.counts)
             write_json(folder / self.DRO_STATE_FILE, {
@@ -227,11 +199,7 @@ class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin
                 "pending_counts": None if pending_counts is None else pending_counts.cpu().tolist()})
 
     def train(self, resume_from_checkpoint: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if self.balance.dro and isinstance(resume_from_checkpoint, str):
-            from pathlib import Path
-
-            from ..io import read_json
-
+        if self.args.dro_active and isinstance(resume_from_checkpoint, str):
             path = Path(resume_from_checkpoint) / self.DRO_STATE_FILE
             if path.exists():
                 state = read_json(path)
@@ -261,7 +229,7 @@ class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin
             prefix = "bucket" if mode == "train" else f"{self._eval_prefix}_bucket"
             logs.update(flat_log_metrics(summary, prefix=prefix))
             extra = {}
-            if mode == "train" and self.balance.dro:
+            if mode == "train" and self.args.dro_active:
                 extra["dro_weights"] = dict(zip(self.bucket_names, (round(float(w), 6) for w in self.dro_weights)))
             self.bucket_log.write(step=self.state.global_step, epoch=self.state.epoch,
                                   split=split, summary=summary,
@@ -283,4 +251,4 @@ def _check_bucket_column(dataset: Any, name: str, num_buckets: int) -> None:
                               f"got range [{low}, {high}]")
 
 
-__all__ = ["BucketSFTTrainer", "BalanceSettings", "BUCKET_COLUMN"]
+__all__ = ["BucketSFTTrainer", "BUCKET_COLUMN"]

@@ -40,6 +40,14 @@ def bucket_vocabulary(*record_sets: Sequence[Any]) -> list[str]:
     return sorted(names)
 
 
+def bucket_counts(examples: Sequence[dict[str, Any]], num_buckets: int) -> list[int]:
+    """Number of examples per bucket index (SFT examples and pair examples alike)."""
+    counts = [0] * num_buckets
+    for ex in examples:
+        counts[ex["bucket_index"]] += 1
+    return counts
+
+
 def _bucket_of(record: Any) -> str:
     bucket = record.get("bucket_id") if isinstance(record, dict) else getattr(record, "bucket_id", None)
     if not isinstance(bucket, str) or not bucket:

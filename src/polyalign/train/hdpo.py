@@ -2,67 +2,49 @@
 
 `run_hdpo(config) -> Path` is the whole stage: validated pairs → TRL conversational preference examples (prompt
 cut from the left to fit, completions kept) with the pair columns → `HDPOTrainer` → an HF model folder with
-`manifest.json` and `bucket_metrics.jsonl`, written atomically. Plain DPO (`as_plain_dpo`) is the same run with
-the regularizer, the anchor, the weights and the on-policy term off. Training runs in a hidden work folder next to
-the output (`.<name>.work`, shared with the SFT conventions) so that a killed run resumes from its last checkpoint.
+`manifest.json` and `bucket_metrics.jsonl`. What is preference training's own is here (the run config, the pair
+examples, the held-out evaluation, the manifest fields); the work folder, resume, LoRA and the atomic save are
+`run.run_training`'s. The `loss:` and `on_policy:` sections are built from `HDPOConfig`'s fields, so the YAML and
+the trainer share one set of defaults. Plain DPO (`as_plain_dpo`) is the same run with every HDPO term off.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from datasets import Dataset, load_from_disk
+from pydantic import Field
+from trl import DPOConfig
 
 from ..config import StrictModel, load_config
+from ..critic import model as critic_model
 from ..errors import ConfigError, InputError
-from ..io import atomic_path, make_manifest, sha256_file, sha256_json, sha256_tree, write_json
-from .examples import random_subset
-from .sft import LoraSection, _prepare_work_dir, _trim_bucket_log, _work_dir, bucket_counts, check_trl_keys, \
-    last_complete_checkpoint, quiet_console_logs, write_model_files
+from ..io import sha256_file, sha256_tree
+from ..models.chat import count_tokens, fit_chat, pretrim_history
+from ..models.loading import check_model_source
+from ..pairs import load_pairs
+from . import hdpo_config
+from .examples import bucket_counts, random_subset
+from .hdpo_config import HDPOConfig, hdpo_terms
+from .hdpo_trainer import BucketMetricsLog, HDPOTrainer
+from .options import option_fields, option_values, reserved_training_keys, section_model, value_at
+from .run import LoraSection, TrainerParts, TrainingRun, check_trl_keys, make_trainer_args, run_training, silent, \
+    trainer_defaults, training_tokenizer, work_dir
 
-RESERVED_TRAINING_KEYS = ("output_dir", "seed", "max_length", "beta", "label_smoothing")
-DEFAULT_REG_FORM = "expected"  # chosen by benchmarks/hdpo_forms.py (docs/hdpo.md §5, "Choosing the form")
+RESERVED_TRAINING_KEYS = ("output_dir", "seed", "max_length")
 
-
-class LossSection(StrictModel):
-    """The HDPO loss (docs/hdpo.md §4). `polyalign train dpo` forces reg_lambda = anchor_gamma = 0 and
-    use_weights = false."""
-
-    beta: float = Field(0.1, gt=0, description="DPO temperature β.")
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Conservative-DPO ε (0 = TRL's sigmoid loss).")
-    reg_lambda: float = Field(0.5, ge=0, description="Weight λ of the distribution regularizer (0 = off; 0.5 is "
-                                                     "the measured setting of docs/hdpo.md §5).")
-    reg_form: Literal["expected", "offset"] = Field(
-        DEFAULT_REG_FORM, description="'expected': λ·E_p[d] with p = σ(τ·m); 'offset': λ·(d⁻ − d⁺) inside the "
-                                      "log-sigmoid.")
-    tau: float = Field(2.0, gt=0, description="Temperature τ of p = σ(τ·m), m the per-token reference-relative "
-                                              "margin (expected form).")
-    offset_sign: Literal[1, -1] = Field(1, description="+1: z − λ(d⁻ − d⁺) (ODPO); −1: the issue's z − λ(d⁺ − d⁻).")
-    anchor_gamma: float = Field(0.05, ge=0, description="Weight γ of the SFT anchor on the chosen response.")
-    use_weights: bool = Field(True, description="Use the pairs' weights (false: every pair weighs 1).")
-
-
-class OnPolicySection(StrictModel):
-    """The on-policy critic term (REINFORCE with a running baseline), off by default. Its cost is measured and
-    logged (on_policy/time_share)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(),
-                              populate_by_name=True)
-
-    enabled: bool = Field(False, description="Add λ_on · REINFORCE(critic distance of policy samples).")
-    lambda_: float = Field(0.05, gt=0, alias="lambda", description="Weight λ_on of the term.")
-    every_n_steps: int = Field(10, ge=1, description="Sample and score on every n-th optimizer step.")
-    max_new_tokens: int = Field(64, ge=1, description="Tokens sampled at most per prompt.")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
-    critic: str | None = Field(None, description="Critic bundle (polyalign critic fit); required when enabled.")
-    min_auc: float = Field(0.75, ge=0, le=1, description="Refuse a critic whose held-out AUC is lower.")
-    baseline_momentum: float = Field(0.9, ge=0, lt=1, description="Momentum of the running baseline b.")
+LossSection = section_model(
+    HDPOConfig, "loss", "LossSection",
+    "The HDPO loss (docs/hdpo.md §4). `polyalign train dpo` forces reg_lambda = anchor_gamma = 0 and "
+    "use_weights = false.")
+OnPolicySection = section_model(
+    HDPOConfig, "on_policy", "OnPolicySection",
+    "The on-policy critic term (REINFORCE with a running baseline), off by default. Its cost is measured and "
+    "logged (on_policy/time_share).")
 
 
 class HDPORunConfig(StrictModel):
@@ -100,76 +82,55 @@ def load_hdpo_config(path: str | Path, overrides: dict[str, Any] | None = None) 
 
 
 def is_plain_dpo(config: HDPORunConfig) -> bool:
-    """True when the config trains plain sigmoid DPO (no regularizer, anchor, weights or on-policy term)."""
-    loss = config.loss
-    return (loss.reg_lambda == 0 and loss.anchor_gamma == 0 and not loss.use_weights and loss.label_smoothing == 0
-            and not config.on_policy.enabled)
+    """True when the config trains plain sigmoid DPO (decided by `hdpo_config.is_plain_dpo`)."""
+    return hdpo_config.is_plain_dpo(option_values(config, HDPOConfig))
 
 
 def as_plain_dpo(config: HDPORunConfig) -> tuple[HDPORunConfig, list[str]]:
-    """The same run as plain DPO: reg_lambda = anchor_gamma = 0, use_weights = false, on_policy off. Returns
-    the new config and a note for every setting that was overridden."""
-    notes = []
-    loss = config.loss.model_copy()
-    if loss.reg_lambda:
-        notes.append(f"loss.reg_lambda {loss.reg_lambda} -> 0")
-    if loss.anchor_gamma:
-        notes.append(f"loss.anchor_gamma {loss.anchor_gamma} -> 0")
-    if loss.use_weights:
-        notes.append("loss.use_weights true -> false")
-    loss = LossSection(**{**loss.model_dump(), "reg_lambda": 0.0, "anchor_gamma": 0.0, "use_weights": False})
-    on_policy = config.on_policy
-    if on_policy.enabled:
-        notes.append("on_policy.enabled true -> false")
-        on_policy = OnPolicySection(**{**on_policy.model_dump(), "enabled": False})
-    return config.model_copy(update={"loss": loss, "on_policy": on_policy}), notes
+    """The same run as plain DPO: every HDPO term off (reg_lambda = anchor_gamma = 0, use_weights = false,
+    on_policy off). Returns the new config and a note for every setting that was overridden."""
+    paths = {f.name: f.metadata["yaml"] for f in option_fields(HDPOConfig)}
+    data, notes = config.model_dump(by_alias=True), []
+    for name, off in hdpo_terms().items():
+        value = value_at(config, paths[name])
+        if value != off:
+            notes.append(f"{paths[name]} {_yaml_word(value)} -> {_yaml_word(off)}")
+            *parents, key = paths[name].split(".")
+            node = data
+            for parent in parents:
+                node = node[parent]
+            node[key] = off
+    return (HDPORunConfig.model_validate(data) if notes else config), notes
 
 
-def loss_params(config: HDPORunConfig) -> Any:
-    """The HDPOLossParams of a config."""
-    from .hdpo_loss import HDPOLossParams
-
-    s = config.loss
-    return HDPOLossParams(beta=s.beta, label_smoothing=s.label_smoothing, reg_lambda=s.reg_lambda,
-                          reg_form=s.reg_form, tau=s.tau, offset_sign=float(s.offset_sign),
-                          anchor_gamma=s.anchor_gamma)
+def _yaml_word(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # trl.DPOConfig
 
 
-def default_dpo_args() -> dict[str, Any]:
+def training_defaults() -> dict[str, Any]:
     """Our defaults for trl.DPOConfig (the YAML `training:` section overrides them; TRL's own for the rest)."""
-    import torch
-
-    return {"bf16": bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
-            "gradient_checkpointing": False, "report_to": "none", "logging_steps": 10, "save_strategy": "no",
-            "per_device_train_batch_size": 8, "per_device_eval_batch_size": 16, "disable_tqdm": True,
-            "ddp_find_unused_parameters": False, "dataloader_pin_memory": torch.cuda.is_available(),
-            "precompute_ref_log_probs": True, "prediction_loss_only": True}
+    return {**trainer_defaults(), "precompute_ref_log_probs": True, "prediction_loss_only": True}
 
 
 def check_training_keys(config: HDPORunConfig) -> None:
     """Every key of `training:` must be a trl.DPOConfig field and not one set elsewhere in the config."""
-    from trl import DPOConfig
-
-    where = {key: "in loss" if key in ("beta", "label_smoothing") else "at the top level"
-             for key in RESERVED_TRAINING_KEYS}
-    check_trl_keys(config.training, DPOConfig, where)
+    reserved = {key: "at the top level" for key in RESERVED_TRAINING_KEYS}
+    check_trl_keys(config.training, DPOConfig, {**reserved, **reserved_training_keys(HDPOConfig)})
 
 
-def make_dpo_args(config: HDPORunConfig, output_dir: str | Path) -> Any:
-    """trl.DPOConfig from the config's `training:` mapping; an unknown or reserved key is a ConfigError."""
-    from trl import DPOConfig
-
+def make_dpo_args(config: HDPORunConfig, output_dir: str | Path) -> HDPOConfig:
+    """The trainer's HDPOConfig: our defaults, `training:`, the top-level keys and the `loss:` / `on_policy:`
+    sections; an unknown or reserved key, or a bad value, is a ConfigError."""
     check_training_keys(config)
-    kwargs = {**default_dpo_args(), **config.training, "output_dir": str(output_dir), "seed": config.seed,
-              "max_length": config.max_length, "beta": config.loss.beta}
-    try:
-        return DPOConfig(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"training: {str(exc).splitlines()[0]}") from None
+    return make_trainer_args(HDPOConfig, {
+        **training_defaults(), **config.training, "output_dir": str(output_dir), "seed": config.seed,
+        "max_length": config.max_length, **option_values(config, HDPOConfig)})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -207,8 +168,6 @@ def build_pair_examples(rows: Sequence[dict[str, Any]], tokenizer: Any, bucket_i
     the start of the user turn) so that prompt + the longer completion fit `max_length` (prompt at least
     `min_prompt_tokens`, at most `max_prompt_length`). Completions are kept; one that still does not fit is cut
     at its end by TRL's collator (counted)."""
-    from ..models.chat import count_tokens, fit_chat, pretrim_history
-
     examples = [pair_example(r, bucket_index, language_index) for r in rows]
     stats = PairExampleStats(n_examples=len(examples))
     if not examples:
@@ -256,8 +215,6 @@ def _vocabularies(*row_sets: Sequence[dict[str, Any]], source: str) -> tuple[lis
 
 
 def _load_pair_rows(path: str | Path, skip_invalid: bool, what: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    from ..pairs import load_pairs
-
     if not Path(path).is_file():
         raise InputError(f"{what} file not found", file=path)
     rows, skipped = load_pairs(path, skip_invalid=skip_invalid)
@@ -270,25 +227,21 @@ def _load_pair_rows(path: str | Path, skip_invalid: bool, what: str) -> tuple[li
 # The stage
 
 
-def run_hdpo(config: HDPORunConfig, *, plain_dpo: bool = False, callbacks: list[Any] | None = None,
-             log: Any = None) -> Path:
-    """Train per `config` (as plain DPO with `plain_dpo`: see `as_plain_dpo`); write the model folder to
-    `config.output_dir`; return its path."""
-    started = time.time()
-    say = log or (lambda *a, **k: None)
-    if plain_dpo:
-        config, notes = as_plain_dpo(config)
-        for note in notes:
-            say(f"plain DPO: {note}")
-    output_dir = Path(config.output_dir)
-    from ..models.loading import check_model_source, load_causal_lm, load_tokenizer
+@dataclasses.dataclass
+class PairData:
+    """The examples of one preference run: bucket and language names, the fitted training and held-out
+    examples, what fitting did to the training ones, and the invalid rows skipped per file."""
 
-    model_source = check_model_source(config.model)
-    check_training_keys(config)
-    params = loss_params(config)
-    if config.on_policy.enabled and not config.on_policy.critic:
-        raise ConfigError("on_policy.critic: a critic bundle is required when on_policy.enabled is true")
+    buckets: list[str]
+    languages: list[str]
+    train_examples: list[dict[str, Any]]
+    train_stats: PairExampleStats
+    eval_examples: list[dict[str, Any]]
+    skipped: dict[str, dict[str, int]]
 
+
+def build_pair_data(config: HDPORunConfig, tokenizer: Any, say: Any) -> PairData:
+    """Load the pair files and build the fitted examples of a run."""
     say("loading pairs")
     train_rows, skipped = _load_pair_rows(config.pairs, config.skip_invalid, "pairs")
     eval_rows, eval_skipped = ([], {})
@@ -297,24 +250,6 @@ def run_hdpo(config: HDPORunConfig, *, plain_dpo: bool = False, callbacks: list[
     train_rows = random_subset(train_rows, config.max_train_pairs, config.seed)
     eval_rows = random_subset(eval_rows, config.max_eval_pairs, config.seed + 1)
     buckets, languages = _vocabularies(train_rows, eval_rows, source=config.pairs)
-
-    critic = None
-    if config.on_policy.enabled:
-        from ..critic.model import load_critic
-
-        say("loading the critic (on-policy term)")
-        critic = load_critic(config.on_policy.critic, min_auc=config.on_policy.min_auc)
-
-    tokenizer = load_tokenizer(model_source, padding_side="right")
-    if tokenizer.chat_template is None:
-        from ..models.tiny import CHAT_TEMPLATE
-
-        say("the tokenizer has no chat template: using ChatML")
-        tokenizer.chat_template = CHAT_TEMPLATE
-    work = _work_dir(output_dir)
-    config_hash = sha256_json({"config": config.model_dump(by_alias=True), "model": model_source})
-    args = make_dpo_args(config, work)
-
     bucket_index = {b: i for i, b in enumerate(buckets)}
     language_index = {lang: i for i, lang in enumerate(languages)}
     say(f"building {len(train_rows)} training pairs")
@@ -324,111 +259,98 @@ def run_hdpo(config: HDPORunConfig, *, plain_dpo: bool = False, callbacks: list[
                                                       source=config.pairs, **fit)
     eval_examples, _ = build_pair_examples(eval_rows, tokenizer, bucket_index, language_index,
                                            source=config.eval_pairs, **fit)
-
-    from accelerate import PartialState
-    from datasets import Dataset, load_from_disk
-
-    state = PartialState()
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched > 1 and state.num_processes == 1:
-        raise ConfigError(f"{launched} processes were launched but they are not connected (each would train "
-                          f"alone); on CPU set ACCELERATE_USE_CPU=1 (see configs/accelerate/cpu_2proc.yaml)")
-    checkpoint = None
-    if state.is_main_process:
-        checkpoint = _prepare_work_dir(work, config_hash, config.resume)
-        if checkpoint:
-            say(f"resuming from {checkpoint}")
-            _trim_bucket_log(work / BUCKET_METRICS_FILE, int(Path(checkpoint).name.split("-")[-1]))
-        # Datasets go through disk: TRL's precomputed reference log-probs are cached next to the dataset, which
-        # an in-memory dataset does not have on every rank (trl-facts: 2-rank precompute fails in memory).
-        Dataset.from_list(train_examples).save_to_disk(str(work / "train_pairs"))
-        if eval_examples:
-            Dataset.from_list(eval_examples).save_to_disk(str(work / "eval_pairs"))
-    state.wait_for_everyone()
-    if not state.is_main_process:
-        checkpoint = last_complete_checkpoint(work) if config.resume else None
-    train_ds = load_from_disk(str(work / "train_pairs"))
-    eval_ds = load_from_disk(str(work / "eval_pairs")) if eval_examples else None
-
-    say("loading the model")
-    model = load_causal_lm(model_source, dtype=config.model_dtype, device="cpu")
-    model.train()
-    peft_config = None
-    if config.lora.enabled:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                                 target_modules=config.lora.target_modules, task_type="CAUSAL_LM")
-    from .hdpo_trainer import HDPOSettings, HDPOTrainer, OnPolicySettings
-
-    on = config.on_policy
-    settings = HDPOSettings(loss=params, use_weights=config.loss.use_weights, on_policy=OnPolicySettings(
-        critic=critic, weight=on.lambda_, every_n_steps=on.every_n_steps, max_new_tokens=on.max_new_tokens,
-        temperature=on.temperature, baseline_momentum=on.baseline_momentum) if on.enabled else None)
-    say("preparing the trainer" + (" (precomputing reference log-probs)" if args.precompute_ref_log_probs else ""))
-    trainer = HDPOTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                          processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
-                          bucket_names=buckets, language_names=languages, hdpo=settings)
-    quiet_console_logs(trainer)
-    result = trainer.train(resume_from_checkpoint=checkpoint or config.training.get("resume_from_checkpoint"))
-
-    final: dict[str, Any] = {}
-    if eval_ds is not None:
-        say("evaluating held-out pairs")
-        metrics = trainer.evaluate(metric_key_prefix="final_eval")
-        summary = trainer.last_bucket_summaries.get("final_eval") or {}
-        final = {"summary": summary, "loss": metrics.get("final_eval_loss"),
-                 "reward_accuracy": summary.get("pair_accuracy"), "margin": summary.get("pair_margin")}
-
-    say("saving")
-    merged = None
-    if config.lora.enabled and config.lora.merge:
-        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-    if state.is_main_process:
-        _save_output(output_dir, trainer, merged, tokenizer, work, config, model_source, buckets, train_examples,
-                     train_stats, result, checkpoint, final, started,
-                     {"train": skipped, "eval": eval_skipped})
-    state.wait_for_everyone()
-    if state.is_main_process:
-        shutil.rmtree(work, ignore_errors=True)
-    return output_dir
+    return PairData(buckets, languages, train_examples, train_stats, eval_examples,
+                    {"train": skipped, "eval": eval_skipped})
 
 
-BUCKET_METRICS_FILE = "bucket_metrics.jsonl"
+def run_hdpo(config: HDPORunConfig, *, plain_dpo: bool = False, callbacks: list[Any] | None = None,
+             log: Any = None) -> Path:
+    """Train per `config` (as plain DPO with `plain_dpo`: see `as_plain_dpo`); write the model folder to
+    `config.output_dir`; return its path."""
+    started = time.time()
+    say = log or silent
+    if plain_dpo:
+        config, notes = as_plain_dpo(config)
+        for note in notes:
+            say(f"plain DPO: {note}")
+    model_source = check_model_source(config.model)
+    if config.on_policy.enabled and not config.on_policy.critic:
+        raise ConfigError("on_policy.critic: a critic bundle is required when on_policy.enabled is true")
+    args = make_dpo_args(config, work_dir(config.output_dir))
+    tokenizer = training_tokenizer(model_source, say)
+    data = build_pair_data(config, tokenizer, say)
+    critic = None
+    if args.on_policy:
+        say("loading the critic (on-policy term)")
+        critic = critic_model.load_critic(args.on_policy_critic, min_auc=args.on_policy_min_auc)
+
+    def build(parts: TrainerParts) -> HDPOTrainer:
+        train_ds, eval_ds = pair_datasets(parts, data)
+        say("preparing the trainer" + (" (precomputing reference log-probs)" if args.precompute_ref_log_probs else ""))
+        return HDPOTrainer(model=parts.model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                           processing_class=tokenizer, peft_config=parts.peft_config, callbacks=callbacks,
+                           bucket_names=data.buckets, language_names=data.languages, critic=critic)
+
+    def summarize(trainer: HDPOTrainer, result: Any) -> dict[str, Any]:
+        final = held_out_evaluation(trainer, say) if data.eval_examples else {}
+        return hdpo_summary(config, data, trainer, final)
+
+    return run_training(TrainingRun(
+        stage=f"train.{config.method}", model_source=model_source, output_dir=Path(config.output_dir),
+        config=config.model_dump(by_alias=True), seed=config.seed, tokenizer=tokenizer, build_trainer=build,
+        summarize=summarize, inputs=lambda: hdpo_inputs(config), started=started, resume=config.resume,
+        resume_from=config.training.get("resume_from_checkpoint"), model_dtype=config.model_dtype,
+        lora=config.lora, log_file=BucketMetricsLog.FILENAME), log=say)
 
 
-def _save_output(output_dir: Path, trainer: Any, merged: Any, tokenizer: Any, work: Path, config: HDPORunConfig,
-                 model_source: str, buckets: list[str], train_examples: list[dict[str, Any]], train_stats: Any,
-                 result: Any, checkpoint: str | None, final: dict[str, Any], started: float,
-                 skipped: dict[str, Any]) -> None:
-    """Write the model folder atomically: weights, tokenizer (left padding for generation), bucket metrics,
-    manifest."""
-    counts = bucket_counts(train_examples, len(buckets))
-    with atomic_path(output_dir) as tmp:
-        write_model_files(tmp, trainer, merged, tokenizer, work, BUCKET_METRICS_FILE)
-        inputs = {"pairs": sha256_file(config.pairs)}
-        if config.eval_pairs:
-            inputs["eval_pairs"] = sha256_file(config.eval_pairs)
-        if Path(model_source).is_dir():
-            inputs["model"] = sha256_tree(model_source)
-        if config.on_policy.enabled and config.on_policy.critic:
-            inputs["critic"] = sha256_tree(config.on_policy.critic)
-        write_json(tmp / "manifest.json", make_manifest(
-            stage=f"train.{config.method}", config=config.model_dump(by_alias=True), inputs=inputs,
-            seed=config.seed, started=started,
-            extra={"method": config.method, "model_source": model_source, "loss_params": loss_params(config).to_dict(),
-                   "n_train_pairs": len(train_examples), "skipped_pairs": skipped,
-                   "truncation": train_stats.as_dict(), "buckets": buckets,
-                   "train_bucket_counts": dict(zip(buckets, counts)), "global_steps": trainer.state.global_step,
-                   "train_runtime_s": result.metrics.get("train_runtime"),
-                   "train_loss": result.metrics.get("train_loss"), "resumed_from": checkpoint,
-                   "precompute_ref_log_probs": bool(trainer.args.precompute_ref_log_probs),
-                   "on_policy": ({"calls": trainer.on_policy_calls,
-                                  "seconds": round(trainer.on_policy_seconds, 3),
-                                  "time_share": round(trainer.on_policy_time_share, 4)}
-                                 if config.on_policy.enabled else None),
-                   "final_eval": final}))
+def pair_datasets(parts: TrainerParts, data: PairData) -> tuple[Dataset, Dataset | None]:
+    """The training and held-out datasets, through the work folder: TRL caches the precomputed reference
+    log-probs next to the dataset, which an in-memory dataset does not have on every rank (trl-facts: 2-rank
+    precompute fails in memory)."""
+    if parts.state.is_main_process:
+        Dataset.from_list(data.train_examples).save_to_disk(str(parts.work / "train_pairs"))
+        if data.eval_examples:
+            Dataset.from_list(data.eval_examples).save_to_disk(str(parts.work / "eval_pairs"))
+    parts.state.wait_for_everyone()
+    eval_ds = load_from_disk(str(parts.work / "eval_pairs")) if data.eval_examples else None
+    return load_from_disk(str(parts.work / "train_pairs")), eval_ds
 
 
-__all__ = ["HDPORunConfig", "LossSection", "OnPolicySection", "load_hdpo_config", "as_plain_dpo", "is_plain_dpo",
-           "run_hdpo", "build_pair_examples", "make_dpo_args", "loss_params"]
+def held_out_evaluation(trainer: HDPOTrainer, say: Any) -> dict[str, Any]:
+    """Per-bucket reward accuracy and margin of the trained model on the held-out pairs (all processes)."""
+    say("evaluating held-out pairs")
+    metrics = trainer.evaluate(metric_key_prefix="final_eval")
+    summary = trainer.last_bucket_summaries.get("final_eval") or {}
+    return {"summary": summary, "loss": metrics.get("final_eval_loss"),
+            "reward_accuracy": summary.get("pair_accuracy"), "margin": summary.get("pair_margin")}
+
+
+def hdpo_summary(config: HDPORunConfig, data: PairData, trainer: HDPOTrainer,
+                 final: dict[str, Any]) -> dict[str, Any]:
+    """Preference training's own manifest fields: the loss settings, pairs, buckets, the on-policy cost, the
+    held-out evaluation."""
+    counts = bucket_counts(data.train_examples, len(data.buckets))
+    on_policy = None
+    if trainer.args.on_policy:
+        on_policy = {"calls": trainer.on_policy_calls, "seconds": round(trainer.on_policy_seconds, 3),
+                     "time_share": round(trainer.on_policy_time_share, 4)}
+    return {"method": config.method, "loss_params": trainer.args.loss_kwargs(),
+            "n_train_pairs": len(data.train_examples), "skipped_pairs": data.skipped,
+            "truncation": data.train_stats.as_dict(), "buckets": data.buckets,
+            "train_bucket_counts": dict(zip(data.buckets, counts)),
+            "precompute_ref_log_probs": bool(trainer.args.precompute_ref_log_probs), "on_policy": on_policy,
+            "final_eval": final}
+
+
+def hdpo_inputs(config: HDPORunConfig) -> dict[str, str]:
+    """Hashes of the pair files and the critic bundle a run read."""
+    inputs = {"pairs": sha256_file(config.pairs)}
+    if config.eval_pairs:
+        inputs["eval_pairs"] = sha256_file(config.eval_pairs)
+    if config.on_policy.enabled and config.on_policy.critic:
+        inputs["critic"] = sha256_tree(config.on_policy.critic)
+    return inputs
+
+
+__all__ = ["HDPORunConfig", "LossSection", "OnPolicySection", "LoraSection", "load_hdpo_config", "as_plain_dpo",
+           "is_plain_dpo", "run_hdpo", "build_pair_examples", "make_dpo_args", "check_training_keys"]

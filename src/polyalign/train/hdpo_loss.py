@@ -10,51 +10,27 @@ so that the micro-batch losses add up to the full-batch loss whatever the micro-
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
 Tensor = torch.Tensor
 
 
-@dataclass(frozen=True)
-class HDPOLossParams:
-    """Hyper-parameters of `hdpo_loss` (the defaults give plain sigmoid DPO with beta = 0.1).
-
-    beta: DPO temperature. label_smoothing: conservative-DPO smoothing eps (0 = TRL's sigmoid loss).
-    reg_lambda: weight of the distribution regularizer (0 = off). reg_form: "expected" (lambda * E_p[d]) or
-    "offset" (margin inside the log-sigmoid). tau: temperature of p = sigmoid(tau * m) on the length-normalized
-    reference-relative margin m (expected form). offset_sign: +1 = ODPO convention z - lambda (d- - d+), the
-    default; -1 = the issue's literal z - lambda (d+ - d-). anchor_gamma: weight of the SFT anchor on chosen.
-    """
-
-    beta: float = 0.1
-    label_smoothing: float = 0.0
-    reg_lambda: float = 0.0
-    reg_form: Literal["expected", "offset"] = "expected"
-    tau: float = 2.0
-    offset_sign: float = 1.0
-    anchor_gamma: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.beta <= 0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if self.reg_lambda < 0 or self.anchor_gamma < 0:
-            raise ValueError("reg_lambda and anchor_gamma must be >= 0")
-        if self.reg_form not in ("expected", "offset"):
-            raise ValueError(f"reg_form must be 'expected' or 'offset', got {self.reg_form!r}")
-        if self.tau <= 0:
-            raise ValueError(f"tau must be > 0, got {self.tau}")
-        if self.offset_sign not in (1.0, -1.0):
-            raise ValueError(f"offset_sign must be +1 (ODPO) or -1 (issue text), got {self.offset_sign}")
-
-    def to_dict(self) -> dict[str, float | str]:
-        """A JSON-ready dict."""
-        return asdict(self)
+def check_loss_settings(*, beta: float, label_smoothing: float, reg_lambda: float, reg_form: str, tau: float,
+                        offset_sign: float, anchor_gamma: float) -> None:
+    """Raise ValueError for a setting `hdpo_loss` cannot use."""
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    if reg_lambda < 0 or anchor_gamma < 0:
+        raise ValueError("reg_lambda and anchor_gamma must be >= 0")
+    if reg_form not in ("expected", "offset"):
+        raise ValueError(f"reg_form must be 'expected' or 'offset', got {reg_form!r}")
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    if offset_sign not in (1.0, -1.0):
+        raise ValueError(f"offset_sign must be +1 (ODPO) or -1 (issue text), got {offset_sign}")
 
 
 def _check_total(weight_total: Tensor | float, like: Tensor) -> Tensor:
@@ -64,6 +40,12 @@ def _check_total(weight_total: Tensor | float, like: Tensor) -> Tensor:
     if not bool(total > 0):
         raise ValueError(f"weight_total must be > 0, got {float(total)}")
     return total.reshape(())
+
+
+def _check_shapes(n: int, **tensors: Tensor) -> None:
+    for name, t in tensors.items():
+        if t.shape != (n,):
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected ({n},)")
 
 
 def sigmoid_preference_loss(z: Tensor, label_smoothing: float = 0.0) -> Tensor:
@@ -84,9 +66,17 @@ def preference_probability(chosen_logratios: Tensor, rejected_logratios: Tensor,
 
 def hdpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_chosen_logps: Tensor,
               ref_rejected_logps: Tensor, chosen_lengths: Tensor, rejected_lengths: Tensor, d_chosen: Tensor,
-              d_rejected: Tensor, weights: Tensor, weight_total: Tensor | float,
-              params: HDPOLossParams = HDPOLossParams()) -> tuple[Tensor, dict[str, Tensor]]:
+              d_rejected: Tensor, weights: Tensor, weight_total: Tensor | float, *, beta: float,
+              label_smoothing: float, reg_lambda: float, reg_form: str, tau: float, offset_sign: float,
+              anchor_gamma: float) -> tuple[Tensor, dict[str, Tensor]]:
     """This micro-batch's share of the HDPO loss of one optimizer step, and detached metrics.
+
+    Settings (plain numbers; the trainer passes `HDPOConfig.loss_kwargs()`, one field per keyword): beta, the DPO
+    temperature; label_smoothing, conservative-DPO eps (0 = TRL's sigmoid loss); reg_lambda, the weight of the
+    distribution regularizer (0 = off); reg_form, "expected" (lambda * E_p[d]) or "offset" (margin inside the
+    log-sigmoid); tau, the temperature of p = sigmoid(tau * m) on the length-normalized reference-relative margin m
+    (expected form); offset_sign, +1 = ODPO convention z - lambda (d- - d+), -1 = the issue's literal
+    z - lambda (d+ - d-); anchor_gamma, the weight of the SFT anchor on chosen (0 = off).
 
     loss = [ sum_i w_i l_i + lambda sum_i w_i R_i + gamma sum_i w_i (-pi+_i / |y+_i|) ] / weight_total, where
     l_i = -log sigmoid(z_i) (with optional label smoothing), z_i = beta [(pi+ - ref+) - (pi- - ref-)] minus, in
@@ -97,44 +87,39 @@ def hdpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_ch
     p_mean, offset_mean, d_gap_mean; per-pair vectors for per-bucket logging: pair/reward_chosen,
     pair/reward_rejected, pair/correct.
     """
-    lengths_c = chosen_lengths.to(policy_chosen_logps.dtype)
-    lengths_r = rejected_lengths.to(policy_chosen_logps.dtype)
-    weights = weights.to(policy_chosen_logps.dtype)
-    d_chosen = d_chosen.to(policy_chosen_logps.dtype)
-    d_rejected = d_rejected.to(policy_chosen_logps.dtype)
-    n = policy_chosen_logps.shape[0]
-    for name, t in (("policy_rejected_logps", policy_rejected_logps), ("ref_chosen_logps", ref_chosen_logps),
-                    ("ref_rejected_logps", ref_rejected_logps), ("chosen_lengths", lengths_c),
-                    ("rejected_lengths", lengths_r), ("d_chosen", d_chosen), ("d_rejected", d_rejected),
-                    ("weights", weights)):
-        if t.shape != (n,):
-            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected ({n},)")
+    dtype = policy_chosen_logps.dtype
+    lengths_c, lengths_r = chosen_lengths.to(dtype), rejected_lengths.to(dtype)
+    weights, d_chosen, d_rejected = weights.to(dtype), d_chosen.to(dtype), d_rejected.to(dtype)
+    _check_shapes(policy_chosen_logps.shape[0], policy_rejected_logps=policy_rejected_logps,
+                  ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps, chosen_lengths=lengths_c,
+                  rejected_lengths=lengths_r, d_chosen=d_chosen, d_rejected=d_rejected, weights=weights)
+    check_loss_settings(beta=beta, label_smoothing=label_smoothing, reg_lambda=reg_lambda, reg_form=reg_form,
+                        tau=tau, offset_sign=offset_sign, anchor_gamma=anchor_gamma)
     total = _check_total(weight_total, policy_chosen_logps)
-    p_ = params
 
     chosen_logratios = policy_chosen_logps - ref_chosen_logps
     rejected_logratios = policy_rejected_logps - ref_rejected_logps
-    z = p_.beta * (chosen_logratios - rejected_logratios)
+    z = beta * (chosen_logratios - rejected_logratios)
     d_gap = d_rejected - d_chosen  # > 0 when the chosen response is closer to human support
     offset = torch.zeros_like(z)
-    if p_.reg_form == "offset" and p_.reg_lambda > 0:
-        offset = p_.reg_lambda * p_.offset_sign * d_gap
-    dpo = (weights * sigmoid_preference_loss(z - offset, p_.label_smoothing)).sum() / total
+    if reg_form == "offset" and reg_lambda > 0:
+        offset = reg_lambda * offset_sign * d_gap
+    dpo = (weights * sigmoid_preference_loss(z - offset, label_smoothing)).sum() / total
 
-    p = preference_probability(chosen_logratios, rejected_logratios, lengths_c, lengths_r, p_.tau)
+    p = preference_probability(chosen_logratios, rejected_logratios, lengths_c, lengths_r, tau)
     reg = torch.zeros((), dtype=z.dtype, device=z.device)
-    if p_.reg_form == "expected" and p_.reg_lambda > 0:
+    if reg_form == "expected" and reg_lambda > 0:
         expected_distance = p * d_chosen + (1 - p) * d_rejected
-        reg = p_.reg_lambda * (weights * expected_distance).sum() / total
+        reg = reg_lambda * (weights * expected_distance).sum() / total
 
     anchor = torch.zeros((), dtype=z.dtype, device=z.device)
-    if p_.anchor_gamma > 0:
-        anchor = p_.anchor_gamma * (weights * (-policy_chosen_logps / lengths_c.clamp(min=1))).sum() / total
+    if anchor_gamma > 0:
+        anchor = anchor_gamma * (weights * (-policy_chosen_logps / lengths_c.clamp(min=1))).sum() / total
 
     loss = dpo + reg + anchor
     with torch.no_grad():
-        reward_c = p_.beta * chosen_logratios.detach()
-        reward_r = p_.beta * rejected_logratios.detach()
+        reward_c = beta * chosen_logratios.detach()
+        reward_r = beta * rejected_logratios.detach()
         correct = (reward_c > reward_r).to(z.dtype)
         metrics = {
             "loss": loss.detach(), "dpo": dpo.detach(), "reg": reg.detach(), "anchor": anchor.detach(),

@@ -9,8 +9,9 @@ bucket_index, language_index` through the collator (`ExtraColumnsMixin`), the st
 (`concatenated_forward` was removed), so `completion_log_probs` below repeats the five lines of
 `DPOTrainer._compute_loss` that compute summed completion log-probs; the contract tests prove it equals TRL.
 
-Plain DPO is this trainer with reg_lambda = anchor_gamma = 0, uniform weights and the on-policy term off: its
-loss then equals TRL's sigmoid loss (tested), so the baseline shares every other line.
+Its options are the fields of `HDPOConfig` (`self.args`). Plain DPO is this trainer with every HDPO term off
+(`HDPOConfig.is_plain_dpo`: reg_lambda = anchor_gamma = 0, uniform weights, no on-policy term): its loss then
+equals TRL's sigmoid loss (tested), so the baseline shares every other line.
 """
 
 from __future__ import annotations
@@ -18,54 +19,24 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from trl import DPOTrainer
+from trl.trainer.utils import pad
 
 from ..errors import ConfigError
+from ..models.loading import eos_token_ids
 from .bucket_log import BucketLossAccumulator, BucketLossLog, EvalPrefixMixin
 from .columns import ExtraColumnsMixin, pop_extra_columns
 from .global_batch import GlobalBatchStatsMixin
-from .hdpo_loss import HDPOLossParams, hdpo_loss, reinforce_loss, update_baseline
+from .hdpo_config import HDPOConfig
+from .hdpo_loss import hdpo_loss, reinforce_loss, update_baseline
+from .options import require_config
 
 PAIR_COLUMNS = ("weight", "d_chosen", "d_rejected", "bucket_index", "language_index")
 TRL_NON_MODEL_KEYS = ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")
-
-
-@dataclass
-class OnPolicySettings:
-    """The on-policy critic term: every `every_n_steps` optimizer steps, sample one response per pair prompt
-    from the current policy, score it with `critic`, and add weight * REINFORCE(d - baseline)."""
-
-    critic: Any
-    weight: float = 0.05
-    every_n_steps: int = 10
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    baseline_momentum: float = 0.9
-    unknown_bucket: str = "pooled"
-
-    def __post_init__(self) -> None:
-        if self.weight <= 0 or self.every_n_steps < 1 or self.max_new_tokens < 1 or self.temperature <= 0:
-            raise ConfigError("on_policy: lambda, every_n_steps, max_new_tokens and temperature must be > 0")
-        if self.critic is None or not callable(getattr(self.critic, "score", None)):
-            raise ConfigError("on_policy: a critic with .score(texts, languages, bucket_ids) is required")
-
-
-@dataclass
-class HDPOSettings:
-    """Runtime switches of the HDPO trainer (the YAML `loss:` / `on_policy:` sections map onto these)."""
-
-    loss: HDPOLossParams = field(default_factory=HDPOLossParams)
-    use_weights: bool = True
-    on_policy: OnPolicySettings | None = None
-
-    @property
-    def is_plain_dpo(self) -> bool:
-        return (self.loss.reg_lambda == 0 and self.loss.anchor_gamma == 0 and not self.use_weights
-                and self.on_policy is None and self.loss.label_smoothing == 0)
+UNKNOWN_BUCKET = "pooled"  # how the critic scores a sample of a bucket it was not fitted on
 
 
 def completion_log_probs(model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, Any]:
@@ -98,8 +69,6 @@ def sequences_batch(prompts: Sequence[torch.Tensor], completions: Sequence[torch
                     pad_token_id: int) -> dict[str, torch.Tensor]:
     """A right-padded batch {input_ids, attention_mask, completion_mask} of prompt + completion token ids, laid
     out like TRL's preference collator, for `completion_log_probs`."""
-    from trl.trainer.utils import pad
-
     ids = [torch.cat([p, c]) for p, c in zip(prompts, completions)]
     masks = [torch.cat([torch.zeros_like(p), torch.ones_like(c)]) for p, c in zip(prompts, completions)]
     return {"input_ids": pad(ids, padding_value=pad_token_id, padding_side="right"),
@@ -108,24 +77,25 @@ def sequences_batch(prompts: Sequence[torch.Tensor], completions: Sequence[torch
 
 
 class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, DPOTrainer):
-    """DPOTrainer with the HDPO loss. Datasets: TRL conversational preference examples (prompt messages,
-    chosen/rejected assistant messages) plus the columns of `PAIR_COLUMNS`."""
+    """DPOTrainer with the HDPO loss, set by its `HDPOConfig` (`args`). Datasets: TRL conversational preference
+    examples (prompt messages, chosen/rejected assistant messages) plus the columns of `PAIR_COLUMNS`. `critic`
+    (anything with `.score(texts, languages, bucket_ids, unknown=...)`) is needed by the on-policy term only."""
 
     extra_columns = PAIR_COLUMNS
+    args: HDPOConfig
 
     def __init__(self, *args: Any, bucket_names: Sequence[str], language_names: Sequence[str] = ("en", "zh"),
-                 hdpo: HDPOSettings | None = None, **kwargs: Any):
+                 critic: Any = None, **kwargs: Any):
         self.bucket_names = list(bucket_names)
         self.language_names = list(language_names)
         if not self.bucket_names:
             raise ConfigError("bucket_names is empty")
-        self.hdpo = hdpo or HDPOSettings()
+        config = require_config(type(self), HDPOConfig, args, kwargs)
+        if config.on_policy and not callable(getattr(critic, "score", None)):
+            raise ConfigError("on_policy: a critic with .score(texts, languages, bucket_ids) is required")
         for name, ds in _datasets(kwargs.get("train_dataset"), kwargs.get("eval_dataset")):
             _check_pair_columns(ds, name, len(self.bucket_names), len(self.language_names))
-        dpo_args = kwargs.get("args")
-        if dpo_args is not None and float(dpo_args.beta) != float(self.hdpo.loss.beta):
-            raise ConfigError(f"DPOConfig.beta ({dpo_args.beta}) differs from the HDPO loss beta "
-                              f"({self.hdpo.loss.beta}); set it once, in the loss settings")
+        self.critic = critic
         super().__init__(*args, **kwargs)
         self._check_supported()
         self._wrap_collator_for_extra_columns()
@@ -152,8 +122,6 @@ class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, DPO
             problems.append("ld_alpha")
         if self.use_weighting:
             problems.append("use_weighting (WPO)")
-        if self.args.label_smoothing:
-            problems.append("training.label_smoothing (use the loss section's label_smoothing)")
         if self.aux_loss_enabled:
             problems.append("MoE router aux loss")
         if self._is_vision_dataset:
@@ -163,7 +131,7 @@ class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, DPO
         pc = getattr(self.accelerator, "parallelism_config", None)
         if pc is not None and (pc.tp_size > 1 or pc.cp_enabled or pc.sp_enabled):
             problems.append("tensor/context/sequence parallelism")
-        if self.hdpo.on_policy is not None:
+        if self.args.on_policy:
             ds = self.accelerator.state.deepspeed_plugin
             if self.is_fsdp_enabled or (ds is not None and ds.zero_stage == 3):
                 problems.append("the on-policy term under FSDP / ZeRO-3 (generation needs gathered weights)")
@@ -178,7 +146,7 @@ class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, DPO
         for batch in batch_samples:
             w = batch["weight"].detach().to("cpu", torch.float64)
             pairs += w.numel()
-            weight_total += w.sum() if self.hdpo.use_weights else w.numel()
+            weight_total += w.sum() if self.args.use_weights else w.numel()
         return {"weight_total": weight_total, "pairs": pairs}
 
     # ---- loss -----------------------------------------------------------------------------------------------
@@ -198,7 +166,7 @@ class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, DPO
             ref_chosen, ref_rejected = self.compute_ref_log_probs(
                 self.ref_model if self.ref_model is not None else model, inputs)
         weights = extra["weight"].to(chosen_logps.dtype)
-        if not self.hdpo.use_weights:
+        if not self.args.use_weights:
             weights = torch.ones_like(weights)
         if mode == "train":
             if not self.step_stats or "weight_total" not in self.step_stats:
@@ -208,13 +176,13 @@ class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, DPO
             weight_total = weights.sum()
         loss, metrics = hdpo_loss(chosen_logps, rejected_logps, ref_chosen.to(chosen_logps.dtype),
                                   ref_rejected.to(chosen_logps.dtype), chosen_lengths, rejected_lengths,
-                                  extra["d_chosen"], extra["d_rejected"], weights, weight_total, self.hdpo.loss)
+                                  extra["d_chosen"], extra["d_rejected"], weights, weight_total,
+                                  **self.args.loss_kwargs())
         scale = float(weight_total) / max(float(weights.sum()), 1e-12)  # share of the step -> micro-batch mean
         if mode == "train":
             # DDP/FSDP/DeepSpeed average gradients over ranks; the weight total already spans all ranks.
             loss = loss * self.accelerator.num_processes
-            on = self.hdpo.on_policy
-            if on is not None and self.state.global_step % on.every_n_steps == 0:
+            if self.args.on_policy and self.state.global_step % self.args.on_policy_every_n_steps == 0:
                 loss = loss + self._on_policy_term(model, inputs, extra) * self.accelerator.num_processes
         self._record_metrics(mode, inputs, outputs, metrics, chosen_logps, rejected_logps, scale)
         self._bucket_stats[mode].add(*_bucket_sums(extra["bucket_index"], metrics, weights, len(self.bucket_names)))
@@ -234,16 +202,14 @@ class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, DPO
     # ---- on-policy critic term ------------------------------------------------------------------------------
     def _on_policy_term(self, model: Any, inputs: dict[str, torch.Tensor], extra: dict[str, torch.Tensor]) -> torch.Tensor:
         """This micro-batch's share of lambda * mean_j (d_j - b) log pi(y_j)/|y_j| over the step's samples."""
-        on = self.hdpo.on_policy
-        assert on is not None
         started = time.perf_counter()
         prompts = prompt_ids_of_batch(inputs)
-        samples = self._sample(model, prompts, on)
+        samples = self._sample(model, prompts)
         tokenizer = self._tokenizer
         texts = [tokenizer.decode(s, skip_special_tokens=True).strip() for s in samples]
         languages = [self.language_names[int(i)] for i in extra["language_index"]]
         buckets = [self.bucket_names[int(i)] for i in extra["bucket_index"]]
-        distances = torch.as_tensor(on.critic.score(texts, languages, buckets, unknown=on.unknown_bucket),
+        distances = torch.as_tensor(self.critic.score(texts, languages, buckets, unknown=UNKNOWN_BUCKET),
                                     dtype=torch.float32, device=self.accelerator.device)
         batch = sequences_batch(prompts, samples, tokenizer.pad_token_id)
         batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
@@ -251,8 +217,10 @@ class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, DPO
         all_distances = self.accelerator.gather(distances)
         baseline = self.on_policy_baseline if self.on_policy_baseline is not None else float(all_distances.mean())
         n_step = float(self.step_stats["pairs"])
-        term = on.weight * reinforce_loss(sample_logps, sample_lengths, distances, baseline) * (len(samples) / n_step)
-        self.on_policy_baseline = update_baseline(self.on_policy_baseline, all_distances, on.baseline_momentum)
+        term = (self.args.on_policy_lambda * reinforce_loss(sample_logps, sample_lengths, distances, baseline)
+                * (len(samples) / n_step))
+        self.on_policy_baseline = update_baseline(self.on_policy_baseline, all_distances,
+                                                  self.args.on_policy_baseline_momentum)
         self.on_policy_calls += 1
         self.on_policy_seconds += time.perf_counter() - started
         m = self._metrics["train"]
@@ -262,10 +230,8 @@ class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, DPO
         m["on_policy/term"].append(float(term.detach()) * n_step / len(samples))
         return term
 
-    def _sample(self, model: Any, prompts: Sequence[torch.Tensor], on: OnPolicySettings) -> list[torch.Tensor]:
+    def _sample(self, model: Any, prompts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """One sampled completion per prompt from the current policy (no grad), cut after its first end token."""
-        from ..generate import _eos_ids
-
         unwrapped = self.accelerator.unwrap_model(model)
         pad_id = self._tokenizer.pad_token_id
         width = max(len(p) for p in prompts)
@@ -275,14 +241,14 @@ class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, DPO
         for i, p in enumerate(prompts):  # left padding for generation
             ids[i, width - len(p):] = p.to(device)
             attention[i, width - len(p):] = 1
-        eos_ids = _eos_ids(unwrapped, self._tokenizer)
+        eos_ids = eos_token_ids(unwrapped, self._tokenizer)
         was_training = unwrapped.training
         unwrapped.eval()
         try:
             with torch.no_grad():
                 out = unwrapped.generate(input_ids=ids, attention_mask=attention, do_sample=True,
-                                         temperature=on.temperature, top_p=1.0, top_k=0,
-                                         max_new_tokens=on.max_new_tokens, eos_token_id=eos_ids,
+                                         temperature=self.args.on_policy_temperature, top_p=1.0, top_k=0,
+                                         max_new_tokens=self.args.on_policy_max_new_tokens, eos_token_id=eos_ids,
                                          pad_token_id=pad_id, use_cache=True)
         finally:
             unwrapped.train(was_training)
@@ -358,11 +324,11 @@ class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, DPO
             prefix = "bucket" if mode == "train" else f"{self._eval_prefix}_bucket"
             logs.update(flat_bucket_metrics(summary, prefix))
             extra = {}
-            if mode == "train" and self.hdpo.on_policy is not None:
+            if mode == "train" and self.args.on_policy:
                 extra["on_policy_time_share"] = round(self.on_policy_time_share, 4)
             self.bucket_log.write(step=self.state.global_step, epoch=self.state.epoch, split=split,
                                   summary=summary, extra=extra)
-        if mode == "train" and self.hdpo.on_policy is not None:
+        if mode == "train" and self.args.on_policy:
             logs["on_policy/time_share"] = self.on_policy_time_share
         super().log(logs, start_time)
 
@@ -441,5 +407,4 @@ def _check_pair_columns(dataset: Any, name: str, num_buckets: int, num_languages
                 raise ConfigError(f"the {name} dataset's '{column}' values must be in [0, {limit})")
 
 
-__all__ = ["HDPOTrainer", "HDPOSettings", "OnPolicySettings", "PAIR_COLUMNS", "completion_log_probs",
-           "summarize_bucket_preferences"]
+__all__ = ["HDPOTrainer", "PAIR_COLUMNS", "completion_log_probs", "summarize_bucket_preferences"]
