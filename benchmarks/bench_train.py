@@ -112,7 +112,8 @@ def bench_sft(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]
     from trl import SFTConfig, SFTTrainer
 
     from polyalign.models.loading import load_tokenizer
-    from polyalign.train.bucket_trainer import BalanceSettings, BucketSFTTrainer
+    from polyalign.train.bucket_sft_config import BucketSFTConfig
+    from polyalign.train.bucket_trainer import BucketSFTTrainer
     from polyalign.train.examples import build_sft_examples, bucket_vocabulary, random_subset
 
     tokenizer = load_tokenizer(setup["model_dir"], padding_side="right")
@@ -126,7 +127,9 @@ def bench_sft(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]
 
     def run(kind: str) -> list[float]:
         model = AutoModelForCausalLM.from_pretrained(setup["model_dir"])
-        cfg = SFTConfig(output_dir=str(Path(args.workdir) / f"sft-{kind}"), bf16=bf16, gradient_checkpointing=False,
+        balance = {} if kind == "trl" else {"bucket_balance": True, "bucket_temperature": None, "dro": True,
+                                              "dro_eta": 0.1}  # the former BalanceSettings(normalize=True, dro=True)
+        cfg = (SFTConfig if kind == "trl" else BucketSFTConfig)(**balance, output_dir=str(Path(args.workdir) / f"sft-{kind}"), bf16=bf16, gradient_checkpointing=False,
                         save_strategy="no", report_to="none", max_length=args.max_length, learning_rate=1e-4,
                         per_device_train_batch_size=args.batch, max_steps=args.steps, logging_steps=10,
                         disable_tqdm=True, seed=args.seed, train_sampling_strategy="sequential",
@@ -137,9 +140,8 @@ def bench_sft(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]
                                  callbacks=[timer])
         else:
             trainer = BucketSFTTrainer(model=model, args=cfg, train_dataset=ours_ds, processing_class=tokenizer,
-                                       callbacks=[timer], bucket_names=names,
-                                       balance=BalanceSettings(normalize=True, dro=True))
-        from polyalign.train.sft import quiet_console_logs
+                                       callbacks=[timer], bucket_names=names)
+        from polyalign.train.run import quiet_console_logs
 
         quiet_console_logs(trainer)
         trainer.train()
@@ -287,9 +289,9 @@ def bench_hdpo(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any
 
     from polyalign.models.loading import load_tokenizer
     from polyalign.train.hdpo import build_pair_examples
-    from polyalign.train.hdpo_loss import HDPOLossParams
-    from polyalign.train.hdpo_trainer import PAIR_COLUMNS, HDPOSettings, HDPOTrainer
-    from polyalign.train.sft import quiet_console_logs
+    from polyalign.train.hdpo_config import HDPOConfig
+    from polyalign.train.hdpo_trainer import PAIR_COLUMNS, HDPOTrainer
+    from polyalign.train.run import quiet_console_logs
 
     tokenizer = load_tokenizer(setup["model_dir"], padding_side="right")
     rows = bench_pair_rows(setup["train"], args.batch * (args.steps + 2), args.seed)
@@ -302,12 +304,12 @@ def bench_hdpo(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any
     ours_ds = Dataset.from_list(examples)
     trl_ds = ours_ds.remove_columns(list(PAIR_COLUMNS))
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    settings = HDPOSettings(loss=HDPOLossParams(beta=0.1, reg_lambda=0.5, reg_form="expected", anchor_gamma=0.05),
-                            use_weights=True)
+    settings = {"beta": 0.1, "reg_lambda": 0.5, "reg_form": "expected", "anchor_gamma": 0.05, "use_weights": True}
 
     def run(kind: str, precompute: bool = True) -> tuple[list[float], list[float], float]:
         model = AutoModelForCausalLM.from_pretrained(setup["model_dir"])
-        cfg = DPOConfig(output_dir=str(Path(args.workdir) / f"dpo-{kind}"), bf16=bf16, gradient_checkpointing=False,
+        config_cls, options = (DPOConfig, {}) if kind == "trl" else (HDPOConfig, settings)
+        cfg = config_cls(**options, output_dir=str(Path(args.workdir) / f"dpo-{kind}"), bf16=bf16, gradient_checkpointing=False,
                         save_strategy="no", report_to="none", max_length=args.max_length, learning_rate=1e-5,
                         per_device_train_batch_size=args.batch, max_steps=args.steps, logging_steps=10,
                         disable_tqdm=True, seed=args.seed, train_sampling_strategy="sequential",
@@ -321,7 +323,7 @@ def bench_hdpo(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any
         else:
             trainer = HDPOTrainer(model=model, ref_model=ref, args=cfg, train_dataset=ours_ds,
                                   processing_class=tokenizer, callbacks=[timer, interval], bucket_names=buckets,
-                                  language_names=languages, hdpo=settings)
+                                  language_names=languages)
         setup_s = time.perf_counter() - started  # includes tokenization and the reference precompute
         quiet_console_logs(trainer)
         trainer.train()

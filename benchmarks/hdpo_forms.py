@@ -58,11 +58,8 @@ def run_config(args: argparse.Namespace, method: str, seed: int) -> Any:
 
 
 def loss_settings(args: argparse.Namespace, form: str, reg_lambda: float, anchor: float, weights: bool) -> Any:
-    from polyalign.train.hdpo_loss import HDPOLossParams
-    from polyalign.train.hdpo_trainer import HDPOSettings
-
-    return HDPOSettings(loss=HDPOLossParams(beta=args.beta, reg_lambda=reg_lambda, reg_form=form, tau=args.tau,
-                                            anchor_gamma=anchor), use_weights=weights)
+    return {"beta": args.beta, "reg_lambda": reg_lambda, "reg_form": form, "tau": args.tau, "anchor_gamma": anchor,
+            "use_weights": weights}  # HDPOConfig options
 
 
 def gradient_shares(args: argparse.Namespace, policy_dir: str, form: str, n_batches: int = 4) -> dict[str, float]:
@@ -71,12 +68,12 @@ def gradient_shares(args: argparse.Namespace, policy_dir: str, form: str, n_batc
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
-    from trl import DPOConfig
 
     from polyalign.models.loading import load_tokenizer
     from polyalign.pairs import load_pairs
     from polyalign.train.examples import random_subset
     from polyalign.train.hdpo import build_pair_examples
+    from polyalign.train.hdpo_config import HDPOConfig
     from polyalign.train.hdpo_trainer import HDPOTrainer
 
     rows = random_subset(load_pairs(args.pairs)[0], n_batches * args.batch, args.seed + 7)
@@ -84,7 +81,7 @@ def gradient_shares(args: argparse.Namespace, policy_dir: str, form: str, n_batc
     buckets, languages = sorted({r["bucket_id"] for r in rows}), sorted({r["language"] for r in rows})
     examples, _ = build_pair_examples(rows, tokenizer, {b: i for i, b in enumerate(buckets)},
                                       {x: i for i, x in enumerate(languages)}, max_length=args.max_length)
-    cfg = DPOConfig(output_dir=str(Path(args.out) / "grad-work"), bf16=False, report_to="none", beta=args.beta,
+    cfg = HDPOConfig(output_dir=str(Path(args.out) / "grad-work"), bf16=False, report_to="none", beta=args.beta,
                     max_length=args.max_length, per_device_train_batch_size=args.batch, precompute_ref_log_probs=False,
                     train_sampling_strategy="sequential", disable_tqdm=True, dataloader_pin_memory=False)
     trainer = HDPOTrainer(model=AutoModelForCausalLM.from_pretrained(policy_dir),
@@ -98,7 +95,8 @@ def gradient_shares(args: argparse.Namespace, policy_dir: str, form: str, n_batc
     grads = {}
     batches = list(trainer.get_train_dataloader())[:n_batches]
     for name, settings in variants.items():
-        trainer.hdpo = settings
+        for key, value in settings.items():  # the trainer reads its options from its HDPOConfig
+            setattr(trainer.args, key, value)
         trainer.model.zero_grad()
         trainer.step_stats = trainer.step_statistics(batches)  # the 4 batches form one step
         for batch in batches:

@@ -103,14 +103,6 @@ def render_prompts(tokenizer: Any, conversations: Sequence[list[dict[str, str]]]
     return texts, lengths, n_cut
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    eos = model.generation_config.eos_token_id
-    ids = [eos] if isinstance(eos, int) else list(eos or [])
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
-
-
 def _batch_seed(seed: int, keys: Sequence[str]) -> int:
     digest = hashlib.sha256(("\x1f".join([str(seed), *keys])).encode()).digest()
     return int.from_bytes(digest[:4], "little")
