@@ -49,9 +49,9 @@ def register(app: typer.Typer) -> None:
         quiet_library_output()
         items, described = load_records_arg(records)
         if per_bucket is not None:
-            from ..data.stratify import stratified_records
+            from ..data.stratify import stratified_sample
 
-            items = stratified_records(items, per_bucket, decoding.seed)
+            items = stratified_sample(items, decoding.seed, per_group=per_bucket)
         if limit is not None:
             items = items[:limit]
         if quiet:

@@ -22,7 +22,7 @@ from pydantic import ConfigDict, Field
 from ..config import StrictModel, load_config
 from ..errors import ConfigError, InputError
 from ..io import atomic_path, make_manifest, sha256_file, sha256_json, sha256_tree, write_json
-from .examples import random_subset
+from ..data.stratify import random_subset
 from .sft import LoraSection, _prepare_work_dir, _trim_bucket_log, _work_dir, bucket_counts, check_trl_keys, \
     last_complete_checkpoint, quiet_console_logs, write_model_files
 

@@ -224,7 +224,8 @@ def run_sft(config: SFTRunConfig, *, callbacks: list[Any] | None = None, log: An
 
     from ..models.loading import load_causal_lm, load_tokenizer
     from .bucket_trainer import BucketSFTTrainer
-    from .examples import build_sft_examples, bucket_vocabulary, random_subset, stratified_subset
+    from ..data.stratify import random_subset, stratified_sample
+    from .examples import build_sft_examples, bucket_vocabulary
 
     tokenizer = load_tokenizer(model_source, padding_side="right")
     if tokenizer.chat_template is None:
@@ -249,11 +250,13 @@ def run_sft(config: SFTRunConfig, *, callbacks: list[Any] | None = None, log: An
     eval_sets: dict[str, list[dict[str, Any]]] = {}
     if eval_records:
         eval_sets["val"], _ = build_sft_examples(
-            stratified_subset(eval_records, config.max_eval_samples, config.seed), tokenizer, bucket_index,
+            stratified_sample(eval_records, config.seed, total=config.max_eval_samples, order="input"), tokenizer,
+            bucket_index,
             max_length=config.max_length, profile=config.profile, min_prompt_tokens=config.min_prompt_tokens)
     if config.final_eval:
         eval_sets["train"], _ = build_sft_examples(
-            stratified_subset(train_subset, config.max_eval_samples, config.seed + 1), tokenizer, bucket_index,
+            stratified_sample(train_subset, config.seed + 1, total=config.max_eval_samples, order="input"), tokenizer,
+            bucket_index,
             max_length=config.max_length, profile=config.profile, min_prompt_tokens=config.min_prompt_tokens)
 
     from datasets import Dataset
