@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from ..io import atomic_path, iter_jsonl, make_manifest, read_json, sha256_tree, write_json, write_jsonl
+from ..progress import progress
 from .adapters import Filtered, Skip, error_reason, hf_label, read_source
 from .buckets import apply_buckets, bucket_table, plan_buckets
 from .dedup import deduplicate
@@ -253,8 +254,6 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.enabled:
-            from ..cli.common import progress
-
             self.bar = progress(transient=True)
             self.bar.__enter__()
             for name in self.names:
