@@ -8,24 +8,16 @@ from typing import Any
 
 import typer
 
+from ..progress import quiet_libraries
 from .common import console, err_console, make_table
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
                   help="Train models: SFT / Bucket-Aware SFT (and preference training).")
 
 
-def quiet_library_output() -> None:
-    """Silence the libraries' own progress bars and known-harmless warnings (our rich progress replaces them)."""
-    import warnings
-
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated.*")
-    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+def register(root: typer.Typer) -> None:
+    """Add the `train` group (sft; polyalign.cli.preference adds dpo and hdpo) to the root app."""
+    root.add_typer(app, name="train")
 
 
 def rich_progress_callback() -> Any:
@@ -103,7 +95,7 @@ def sft(config: Path = typer.Argument(..., help="SFT config YAML (configs/train/
     from ..train.sft import load_sft_config, run_sft
 
     cfg = load_sft_config(config, parse_override(set_) if set_ else None)
-    quiet_library_output()
+    quiet_libraries()
     callbacks = [] if quiet else [rich_progress_callback()]
     out = run_sft(cfg, callbacks=callbacks, log=None if quiet else (lambda msg: err_console.print(f"[dim]{msg}[/dim]")))
     from accelerate import PartialState
