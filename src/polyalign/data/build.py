@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import ConfigError, InputError
 from ..io import atomic_path, iter_jsonl, make_manifest, read_json, sha256_tree, write_json, write_jsonl
 from ..progress import progress
-from .adapters import Filtered, Skip, error_reason, hf_label, read_source
+from .formats import Filtered, Skip, error_reason, hf_label, read_source
 from .buckets import apply_buckets, bucket_table, plan_buckets
 from .dedup import deduplicate
 from .normalize import normalize_conversation
