@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass
 class _Message:
+    """One OASST message, with the row and field reader it came from (for located errors)."""
+
     message_id: str
     parent_id: str | None
     role: str
@@ -78,40 +80,21 @@ def convert_oasst(rows: Iterable[Row | InputError], source: SourceConfig) -> Ite
     """Rebuild OASST threads: for every prompter message with replies, the thread from the root to it plus its
     best reply (rank 0, else the lowest rank, else the first in file order); the other ranked replies become
     the record's alternatives. All threads of one tree share the tree id as conversation id."""
-    messages: dict[str, _Message] = {}
-    order: list[str] = []
+    messages: dict[str, _Message] = {}  # in file order
     dropped: set[str] = set()
     for row in rows:
         if isinstance(row, InputError):
             yield row
             continue
-        flat = (_flatten_oasst_tree(row) if isinstance(row.data, dict) and isinstance(row.data.get("prompt"), dict)
-                else [row])
         try:
-            for sub in flat:
-                try:
-                    msg = _oasst_message(sub, source)
-                except Skip as skip:
-                    mid = sub.data.get("message_id") if isinstance(sub.data, dict) else None
-                    if isinstance(mid, str):
-                        dropped.add(mid)
-                    yield Filtered(skip.reason, sub.file, sub.line)
-                    continue
-                if msg.message_id in messages:
-                    first = messages[msg.message_id].row
-                    raise bad("duplicate id", f"duplicate message_id (first at line {first.line})", file=sub.file,
-                              line=sub.line, field=msg.f.name("message_id"))
-                messages[msg.message_id] = msg
-                order.append(msg.message_id)
+            yield from _add_messages(row, source, messages, dropped)
         except InputError as exc:
             yield exc
     children: dict[str, list[_Message]] = defaultdict(list)
-    for mid in order:
-        msg = messages[mid]
+    for msg in messages.values():
         if msg.parent_id is not None:
             children[msg.parent_id].append(msg)
-    for mid in order:
-        prompt = messages[mid]
+    for mid, prompt in messages.items():
         replies = [c for c in children.get(mid, []) if c.role == ASSISTANT]
         if prompt.role != USER or not replies:
             continue
@@ -123,21 +106,48 @@ def convert_oasst(rows: Iterable[Row | InputError], source: SourceConfig) -> Ite
         except InputError as exc:
             yield exc
             continue
-        ranked = sorted(enumerate(replies), key=lambda ir: (ir[1].rank is None, ir[1].rank or 0, ir[0]))
-        best = ranked[0][1]
-        alternatives = [{"content": c.text, "rank": c.rank} for _, c in ranked if c.rank is not None]
-        root = thread[0]
-        tree_id = prompt.tree_id or root.message_id
-        turns = [Turn(m.role, m.text, f"{m.f.name('role')} (message {m.message_id})",
-                      f"{m.f.name('text')} (message {m.message_id})") for m in [*thread, best]]
-        meta = {"message_tree_id": tree_id, "prompt_message_id": prompt.message_id,
-                "response_message_id": best.message_id, "n_replies": len(replies),
-                "ranked": best.rank is not None}
-        for path in source.meta_columns:
-            meta[path] = get_path(best.row.data, path, None)
-        yield RawConversation(tree_id, turns, best.row.file, best.row.line, alternatives=alternatives,
-                              alternatives_field="rank", language=root.lang or prompt.lang, meta=meta,
-                              respond="last", record_id=f"{tree_id}#{prompt.message_id}")
+        yield _thread_conversation(thread, replies, source)
+
+
+def _add_messages(row: Row, source: SourceConfig, messages: dict[str, _Message], dropped: set[str]
+                  ) -> Iterator[Filtered]:
+    """Add the messages of one row (a message, or a whole tree export) to `messages`; deleted or rejected ones
+    go to `dropped` and are yielded as Filtered. A duplicate id raises an InputError (the row's later messages
+    are not read)."""
+    tree = isinstance(row.data, dict) and isinstance(row.data.get("prompt"), dict)
+    for sub in (_flatten_oasst_tree(row) if tree else [row]):
+        try:
+            msg = _oasst_message(sub, source)
+        except Skip as skip:
+            mid = sub.data.get("message_id") if isinstance(sub.data, dict) else None
+            if isinstance(mid, str):
+                dropped.add(mid)
+            yield Filtered(skip.reason, sub.file, sub.line)
+            continue
+        if msg.message_id in messages:
+            first = messages[msg.message_id].row
+            raise bad("duplicate id", f"duplicate message_id (first at line {first.line})", file=sub.file,
+                      line=sub.line, field=msg.f.name("message_id"))
+        messages[msg.message_id] = msg
+
+
+def _thread_conversation(thread: list[_Message], replies: list[_Message], source: SourceConfig) -> RawConversation:
+    """The conversation of a thread (root ... prompt) answered by its best-ranked reply."""
+    prompt, root = thread[-1], thread[0]
+    ranked = sorted(enumerate(replies), key=lambda ir: (ir[1].rank is None, ir[1].rank or 0, ir[0]))
+    best = ranked[0][1]
+    alternatives = [{"content": c.text, "rank": c.rank} for _, c in ranked if c.rank is not None]
+    tree_id = prompt.tree_id or root.message_id
+    turns = [Turn(m.role, m.text, f"{m.f.name('role')} (message {m.message_id})",
+                  f"{m.f.name('text')} (message {m.message_id})") for m in [*thread, best]]
+    meta = {"message_tree_id": tree_id, "prompt_message_id": prompt.message_id,
+            "response_message_id": best.message_id, "n_replies": len(replies),
+            "ranked": best.rank is not None}
+    for path in source.meta_columns:
+        meta[path] = get_path(best.row.data, path, None)
+    return RawConversation(tree_id, turns, best.row.file, best.row.line, alternatives=alternatives,
+                           alternatives_field="rank", language=root.lang or prompt.lang, meta=meta,
+                           respond="last", record_id=f"{tree_id}#{prompt.message_id}")
 
 
 def _ancestry(msg: _Message, messages: dict[str, _Message], dropped: set[str]) -> list[_Message]:
