@@ -202,11 +202,15 @@ def _rounded(a: np.ndarray) -> list:
     return np.asarray(flat).reshape(np.shape(a)).tolist()
 
 
-def robust_scale(q25: np.ndarray, q75: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """(q75 - q25) / 1.349, falling back to std where the IQR is 0, then to 1.0 where std is 0 too."""
-    scale = (np.asarray(q75, dtype=np.float64) - np.asarray(q25, dtype=np.float64)) / IQR_TO_SIGMA
-    scale = np.where(scale > 0, scale, std)
-    return np.where(scale > 0, scale, 1.0)
+def robust_scale(values: np.ndarray, *, fallback: float | np.ndarray | None = None) -> np.ndarray:
+    """Per-column robust scale of `values` [n, F]: IQR / 1.349 (the std of a normal), the population std where
+    the IQR is 0, then `fallback` where the std is 0 too: a number (the references use 1.0), an array per
+    column (e.g. the scale over all buckets), or None to leave 0 (no spread)."""
+    values = np.asarray(values, dtype=np.float64)
+    q25, q75 = np.quantile(values, [0.25, 0.75], axis=0)
+    scale = (q75 - q25) / IQR_TO_SIGMA
+    scale = np.where(scale > 0, scale, values.std(axis=0))
+    return scale if fallback is None else np.where(scale > 0, scale, fallback)
 
 
 def shrunk_covariance(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -267,7 +271,7 @@ def build_references(matrix: np.ndarray, bucket_ids: Sequence[str], ids: Sequenc
             x = matrix[rows]
             quantiles = np.quantile(x, levels, axis=0, method="linear")
             std = x.std(axis=0)
-            scale = robust_scale(np.quantile(x, 0.25, axis=0), np.quantile(x, 0.75, axis=0), std)
+            scale = robust_scale(x, fallback=1.0)
             buckets[str(label)] = BucketReference(
                 bucket_id=str(label), count=len(rows), mean=x.mean(axis=0), std=std, quantiles=quantiles,
                 scale=scale, cov=shrunk_covariance(x, scale), ids=[str(i) for i in id_array[rows]],
