@@ -1,6 +1,7 @@
 """The format registry: format name -> `Format` (fields its `columns` may map, converter, description), and
 `read_source`, which reads a source's rows and converts them with its format. To add a format, write one module
-here that declares a `Format` and add it to `FORMATS` below (see docs/architecture.md)."""
+in this package that declares a `Format` (a one-row parser wrapped by `row_converter`, or a converter over all
+rows like oasst's) and add it to `FORMATS` below; `SourceConfig.format` then accepts its name."""
 
 from __future__ import annotations
 
