@@ -40,6 +40,7 @@ __all__ = ["ID_COLUMNS", "build_dataset", "check_no_leakage", "collect_records",
 # ----------------------------------------------------------------------------------------------- reading
 
 def _new_source_stats() -> dict[str, Any]:
+    """The per-source counters of report.json."""
     return {"conversations": 0, "records": 0, "invalid": Counter(), "filtered": Counter(), "examples": []}
 
 
@@ -54,31 +55,8 @@ def collect_records(config: DataConfig, *, skip_invalid: bool,
     for source in config.sources:
         st = stats[source.name] = _new_source_stats()
         for item in read_source(source):
-            if isinstance(item, Filtered):
-                st["filtered"][item.reason] += 1
-                continue
-            try:
-                if isinstance(item, InputError):
-                    raise item
-                recs = normalize_conversation(item, source, length_edges=config.length_edges,
-                                              length_labels=config.length_labels)
-                where = f"{item.file}:{item.line}" if item.line is not None else item.file
-                for rec in recs:
-                    first = seen_ids.get(rec.id)
-                    if first is not None:
-                        raise InputError(f"duplicate record id {rec.id!r} (first at {first})", file=item.file,
-                                         line=item.line, field="id")
-                for rec in recs:
-                    seen_ids[rec.id] = where
-            except Skip as skip:
-                st["filtered"][skip.reason] += 1
-                continue
-            except InputError as exc:
-                if not skip_invalid:
-                    raise
-                st["invalid"][error_reason(exc)] += 1
-                if len(st["examples"]) < MAX_ERROR_EXAMPLES:
-                    st["examples"].append(str(exc))
+            recs = _item_records(item, source, config, seen_ids, st, skip_invalid)
+            if recs is None:
                 continue
             st["conversations"] += 1
             st["records"] += len(recs)
@@ -89,6 +67,44 @@ def collect_records(config: DataConfig, *, skip_invalid: bool,
         st["invalid"] = dict(sorted(st["invalid"].items()))
         st["filtered"] = dict(sorted(st["filtered"].items()))
     return records, stats
+
+
+def _item_records(item: Any, source: SourceConfig, config: DataConfig, seen_ids: dict[str, str],
+                  st: dict[str, Any], skip_invalid: bool) -> list[Record] | None:
+    """The records of one item of a source, or None when it is filtered or (skip_invalid) invalid, which is
+    counted in `st`; `seen_ids` (record id -> file:line) catches duplicate record ids."""
+    if isinstance(item, Filtered):
+        st["filtered"][item.reason] += 1
+        return None
+    try:
+        if isinstance(item, InputError):
+            raise item
+        recs = normalize_conversation(item, source, length_edges=config.length_edges,
+                                      length_labels=config.length_labels)
+        _claim_ids(recs, item, seen_ids)
+    except Skip as skip:
+        st["filtered"][skip.reason] += 1
+        return None
+    except InputError as exc:
+        if not skip_invalid:
+            raise
+        st["invalid"][error_reason(exc)] += 1
+        if len(st["examples"]) < MAX_ERROR_EXAMPLES:
+            st["examples"].append(str(exc))
+        return None
+    return recs
+
+
+def _claim_ids(recs: Sequence[Record], item: Any, seen_ids: dict[str, str]) -> None:
+    """Record where each id was first seen; an id seen before is an InputError naming both places."""
+    where = f"{item.file}:{item.line}" if item.line is not None else item.file
+    for rec in recs:
+        first = seen_ids.get(rec.id)
+        if first is not None:
+            raise InputError(f"duplicate record id {rec.id!r} (first at {first})", file=item.file,
+                             line=item.line, field="id")
+    for rec in recs:
+        seen_ids[rec.id] = where
 
 
 def check_no_leakage(records: Sequence[Record]) -> None:
