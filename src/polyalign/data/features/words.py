@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import jieba
@@ -98,55 +99,82 @@ class _Sequences:
 
 def word_level(texts: list[str], languages: list[str], corpus: Corpus) -> dict[str, np.ndarray]:
     """Length-rule token counts and every word-level statistic, per response."""
-    n = len(texts)
-    all_tokens: list[str] = []
-    n_tokens: list[int] = []
-    zh_words: list[str] = []
-    n_zh_words: list[int] = []
-    zh_docs: list[int] = []
+    split = _split_words(texts, languages)
+    words, tokens, length = _sequences(split, languages)
+    out = {"tokens": np.asarray(split.n_tokens, dtype=np.float64), **_word_stats(words, tokens, length)}
+    for lexicon in LEXICONS:
+        lexicon_ids = [words.vocab[w] for w in lexicon.en_words if w in words.vocab]
+        hits = [words.doc[np.isin(words.ids, lexicon_ids)]]
+        hits += [words.doc[words.phrase_positions(p.split())] for p in lexicon.en_phrases]
+        hits.append(corpus.doc[corpus.pattern_ends(_ZH_LEXICON_RES[lexicon.name])])
+        out[lexicon.name] = words.per_doc(np.concatenate(hits))
+    return out
+
+
+@dataclass
+class _Split:
+    """Every response's lower-cased length-rule tokens (concatenated) and, for Chinese ones, its jieba words."""
+
+    tokens: list[str]
+    n_tokens: list[int]
+    zh_words: list[str]
+    n_zh_words: list[int]
+    zh_docs: list[int]
+
+
+def _split_words(texts: list[str], languages: list[str]) -> _Split:
+    """Tokens of every response (the length-rule regex) and words of the Chinese ones (jieba, cached)."""
+    split = _Split([], [], [], [], [])
     jieba_cache: dict[str, list[str]] = {}
     for i, (text, language) in enumerate(zip(texts, languages)):
         tokens = LENGTH_TOKEN_RE.findall(text)
         if tokens:  # lower-case every token in one C call ("\n" never occurs inside a token)
-            all_tokens += "\n".join(tokens).lower().replace("’", "'").split("\n")
-        n_tokens.append(len(tokens))
+            split.tokens += "\n".join(tokens).lower().replace("’", "'").split("\n")
+        split.n_tokens.append(len(tokens))
         if language == "zh":
             words = jieba_words(text.lower().replace("’", "'"), jieba_cache)
-            zh_words += words
-            n_zh_words.append(len(words))
-            zh_docs.append(i)
+            split.zh_words += words
+            split.n_zh_words.append(len(words))
+            split.zh_docs.append(i)
+    return split
 
-    # One vocabulary for tokens and jieba words: an id is the position of the item's first occurrence.
+
+def _sequences(split: _Split, languages: list[str]) -> tuple[_Sequences, _Sequences, np.ndarray]:
+    """(words, tokens, character length of every vocabulary item) with one vocabulary for tokens and jieba
+    words: an id is the position of the item's first occurrence. English words are the word tokens; Chinese
+    words come from jieba."""
+    n = len(languages)
     vocab: dict[str, int] = {}
     counter = itertools.count()
-    token_ids = np.fromiter(map(vocab.setdefault, all_tokens, counter), np.int64, len(all_tokens))
-    zh_ids = np.fromiter(map(vocab.setdefault, zh_words, counter), np.int64, len(zh_words))
+    token_ids = np.fromiter(map(vocab.setdefault, split.tokens, counter), np.int64, len(split.tokens))
+    zh_ids = np.fromiter(map(vocab.setdefault, split.zh_words, counter), np.int64, len(split.zh_words))
     size = next(counter)
     is_word = np.zeros(size, dtype=bool)
     length = np.zeros(size)
     for item, item_id in vocab.items():
         is_word[item_id] = len(item) > 1 or item.isalnum()
         length[item_id] = len(item)
-    token_doc = np.repeat(np.arange(n), n_tokens)
-    # English words are the word tokens; Chinese words come from jieba.
+    token_doc = np.repeat(np.arange(n), split.n_tokens)
     is_english = np.array([lang != "zh" for lang in languages], dtype=bool)
     english = is_english[token_doc] & is_word[token_ids]
-    word_doc = np.concatenate([token_doc[english], np.repeat(np.asarray(zh_docs, dtype=np.int64), n_zh_words)])
+    word_doc = np.concatenate([token_doc[english],
+                               np.repeat(np.asarray(split.zh_docs, dtype=np.int64), split.n_zh_words)])
     word_ids = np.concatenate([token_ids[english], zh_ids])
     order = np.argsort(word_doc, kind="stable")
-    words = _Sequences(word_ids[order], word_doc[order], n, vocab)
-    tokens = _Sequences(token_ids, token_doc, n, vocab)
+    return _Sequences(word_ids[order], word_doc[order], n, vocab), _Sequences(token_ids, token_doc, n, vocab), length
 
+
+def _word_stats(words: _Sequences, tokens: _Sequences, length: np.ndarray) -> dict[str, np.ndarray]:
+    """Word counts and lengths, type and hapax counts, entropy terms, repetition, distinct tokens and bigrams."""
     doc_of_type, type_count = words.type_counts()
     # Sum c*log2(c) in an order that does not depend on the other responses of the batch (ids do), so that a
     # row is bit-identical whatever it is computed with.
     by_count = np.lexsort((type_count, doc_of_type))
     doc_of_bigram, bigram_count = words.bigram_counts()
-    max_count = np.zeros(n)
+    max_count = np.zeros(words.n_docs)
     np.maximum.at(max_count, doc_of_type, type_count)
     repeated = bigram_count > 1
-    out = {
-        "tokens": np.asarray(n_tokens, dtype=np.float64),
+    return {
         "words": words.lengths(),
         "word_chars": words.per_doc(words.doc, length[words.ids]),
         "types": words.per_doc(doc_of_type),
@@ -158,10 +186,3 @@ def word_level(texts: list[str], languages: list[str], corpus: Corpus) -> dict[s
         "distinct_tokens": tokens.per_doc(tokens.type_counts()[0]),
         "distinct_bigrams": tokens.per_doc(tokens.bigram_counts()[0]),
     }
-    for lexicon in LEXICONS:
-        lexicon_ids = [vocab[w] for w in lexicon.en_words if w in vocab]
-        hits = [words.doc[np.isin(words.ids, lexicon_ids)]]
-        hits += [words.doc[words.phrase_positions(p.split())] for p in lexicon.en_phrases]
-        hits.append(corpus.doc[corpus.pattern_ends(_ZH_LEXICON_RES[lexicon.name])])
-        out[lexicon.name] = words.per_doc(np.concatenate(hits))
-    return out
