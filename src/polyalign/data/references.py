@@ -21,7 +21,7 @@ exists. Buckets of one row, or where every feature is constant, get diag(scale²
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,65 +134,81 @@ class References:
         def fail(message: str, where: str | None = None) -> InputError:
             return InputError(message, file=file, field=where)
 
-        if not isinstance(data, dict):
-            raise fail("references must be a JSON object")
-        if data.get("format") != FORMAT:
-            raise fail(f"unknown format {data.get('format')!r} (expected {FORMAT!r})", "format")
-        names = data.get("feature_names")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
-            raise fail("must be a non-empty list of strings", "feature_names")
-        if feature_names is not None and list(feature_names) != names:
-            missing = [n for n in feature_names if n not in names]
-            extra = [n for n in names if n not in feature_names]
-            raise fail(f"feature names differ from this version's features (missing {missing}, extra {extra}"
-                       f"{', or a different order' if not missing and not extra else ''}); rebuild the data",
-                       "feature_names")
-        levels = data.get("quantile_levels")
-        if (not isinstance(levels, list) or not levels
-                or not all(isinstance(q, (int, float)) and 0 <= q <= 1 for q in levels)):
-            raise fail("must be a non-empty list of numbers in [0, 1]", "quantile_levels")
-        if not any(math.isclose(q, 0.5) for q in levels):
-            raise fail("must include 0.5 (the median)", "quantile_levels")
+        names, levels = _check_header(data, feature_names, fail)
         raw_buckets = data.get("buckets")
         if not isinstance(raw_buckets, dict):
             raise fail("must be an object of bucket id -> reference", "buckets")
-        n_feat, n_levels = len(names), len(levels)
-        buckets: dict[str, BucketReference] = {}
-        for bid, raw in raw_buckets.items():
-            where = f"buckets.{bid}"
-            if not isinstance(raw, dict):
-                raise fail("must be an object", where)
+        buckets = {bid: _bucket_from_dict(bid, raw, len(names), levels, fail) for bid, raw in raw_buckets.items()}
+        return cls(feature_names=tuple(names), quantile_levels=levels, buckets=buckets)
 
-            def array(key: str, shape: tuple[int, ...]) -> np.ndarray:
-                try:
-                    value = np.asarray(raw[key], dtype=np.float64)
-                except KeyError:
-                    raise fail("missing", f"{where}.{key}") from None
-                except (TypeError, ValueError):
-                    raise fail("must be numbers", f"{where}.{key}") from None
-                if value.shape != shape:
-                    raise fail(f"has shape {value.shape}, expected {shape}", f"{where}.{key}")
-                if not np.isfinite(value).all():
-                    raise fail("has NaN or infinite values", f"{where}.{key}")
-                return value
 
-            count = raw.get("count")
-            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-                raise fail("must be a positive integer", f"{where}.count")
-            ids = raw.get("ids")
-            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) != count:
-                raise fail(f"must be a list of {count} record ids (strings)", f"{where}.ids")
-            below_min = raw.get("below_min")
-            if not isinstance(below_min, bool):
-                raise fail("must be true or false", f"{where}.below_min")
-            buckets[bid] = BucketReference(
-                bucket_id=bid, count=count, mean=array("mean", (n_feat,)), std=array("std", (n_feat,)),
-                quantiles=array("quantiles", (n_levels, n_feat)), scale=array("scale", (n_feat,)),
-                cov=array("cov", (n_feat, n_feat)), ids=ids, below_min=below_min,
-                quantile_levels=tuple(float(q) for q in levels))
-            if (buckets[bid].scale <= 0).any():
-                raise fail("must be positive", f"{where}.scale")
-        return cls(feature_names=tuple(names), quantile_levels=tuple(float(q) for q in levels), buckets=buckets)
+def _check_header(data: object, feature_names: Sequence[str] | None,
+                  fail: Callable[..., InputError]) -> tuple[list[str], tuple[float, ...]]:
+    """The format tag, the feature names (equal to `feature_names` when given) and the quantile levels of a
+    references file: (names, levels)."""
+    if not isinstance(data, dict):
+        raise fail("references must be a JSON object")
+    if data.get("format") != FORMAT:
+        raise fail(f"unknown format {data.get('format')!r} (expected {FORMAT!r})", "format")
+    names = data.get("feature_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
+        raise fail("must be a non-empty list of strings", "feature_names")
+    if feature_names is not None and list(feature_names) != names:
+        missing = [n for n in feature_names if n not in names]
+        extra = [n for n in names if n not in feature_names]
+        raise fail(f"feature names differ from this version's features (missing {missing}, extra {extra}"
+                   f"{', or a different order' if not missing and not extra else ''}); rebuild the data",
+                   "feature_names")
+    levels = data.get("quantile_levels")
+    if (not isinstance(levels, list) or not levels
+            or not all(isinstance(q, (int, float)) and 0 <= q <= 1 for q in levels)):
+        raise fail("must be a non-empty list of numbers in [0, 1]", "quantile_levels")
+    if not any(math.isclose(q, 0.5) for q in levels):
+        raise fail("must include 0.5 (the median)", "quantile_levels")
+    return names, tuple(float(q) for q in levels)
+
+
+def _bucket_from_dict(bid: str, raw: object, n_feat: int, levels: tuple[float, ...],
+                      fail: Callable[..., InputError]) -> BucketReference:
+    """One bucket of a references file, every field checked (the error names buckets.<id>.<field>)."""
+    where = f"buckets.{bid}"
+    if not isinstance(raw, dict):
+        raise fail("must be an object", where)
+    count = raw.get("count")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise fail("must be a positive integer", f"{where}.count")
+    ids = raw.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) != count:
+        raise fail(f"must be a list of {count} record ids (strings)", f"{where}.ids")
+    below_min = raw.get("below_min")
+    if not isinstance(below_min, bool):
+        raise fail("must be true or false", f"{where}.below_min")
+
+    def array(key: str, shape: tuple[int, ...]) -> np.ndarray:
+        return _array(raw, key, shape, f"{where}.{key}", fail)
+
+    bucket = BucketReference(
+        bucket_id=bid, count=count, mean=array("mean", (n_feat,)), std=array("std", (n_feat,)),
+        quantiles=array("quantiles", (len(levels), n_feat)), scale=array("scale", (n_feat,)),
+        cov=array("cov", (n_feat, n_feat)), ids=ids, below_min=below_min, quantile_levels=levels)
+    if (bucket.scale <= 0).any():
+        raise fail("must be positive", f"{where}.scale")
+    return bucket
+
+
+def _array(raw: dict, key: str, shape: tuple[int, ...], where: str, fail: Callable[..., InputError]) -> np.ndarray:
+    """A finite float array of the given shape from raw[key]."""
+    try:
+        value = np.asarray(raw[key], dtype=np.float64)
+    except KeyError:
+        raise fail("missing", where) from None
+    except (TypeError, ValueError):
+        raise fail("must be numbers", where) from None
+    if value.shape != shape:
+        raise fail(f"has shape {value.shape}, expected {shape}", where)
+    if not np.isfinite(value).all():
+        raise fail("has NaN or infinite values", where)
+    return value
 
 
 def _rounded(a: np.ndarray) -> list:
