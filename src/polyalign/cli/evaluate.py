@@ -15,7 +15,7 @@ from ..generate import DecodingConfig, generate_predictions
 from .common import console, make_table, progress
 
 # The scoring modules (polyalign.eval.headline, headline_report, contrasts, runner, compare) are imported inside
-# the verbs on purpose: they pull in scipy, sklearn and mauve (1.2-2.7 s measured; `polyalign --help` took
+# the verbs on purpose: they pull in scipy, sklearn and matplotlib (1.2-3.1 s measured; `polyalign --help` took
 # 1.7 s when eval.headline was imported here, 0.5 s without).
 
 
