@@ -389,9 +389,9 @@ def main() -> None:
 
     import torch
 
-    from polyalign.cli.train import quiet_library_output
+    from polyalign.progress import quiet_libraries
 
-    quiet_library_output()
+    quiet_libraries()
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

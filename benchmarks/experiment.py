@@ -28,7 +28,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from polyalign.cli.pipeline import _log, quiet_libraries  # noqa: E402
+from polyalign.cli.pipeline import _log  # noqa: E402
+from polyalign.progress import quiet_libraries  # noqa: E402
 from polyalign.eval.headline import HEADLINE_METRICS  # noqa: E402
 from polyalign.eval.registry import load_all  # noqa: E402
 from polyalign.eval.significance import holm, seed_pooled_difference  # noqa: E402
@@ -157,7 +158,7 @@ def main() -> None:
     parser.add_argument("--root", default="runs/experiment")
     parser.add_argument("--out", default=None, help="Markdown results file (default ROOT/results.md)")
     args = parser.parse_args()
-    quiet_libraries()
+    quiet_libraries(tqdm=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     root = Path(args.root)
     wall: dict[int, float] = {}

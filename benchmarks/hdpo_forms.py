@@ -190,7 +190,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from polyalign.cli.train import quiet_library_output
+    from polyalign.progress import quiet_libraries
     from polyalign.critic.distance import SupportDistance, bucket_stats_from_references
     from polyalign.critic.model import load_critic
     from polyalign.data.references import References
@@ -199,7 +199,7 @@ def main() -> None:
     from polyalign.pairs import load_pairs
     from polyalign.train.hdpo import run_hdpo
 
-    quiet_library_output()
+    quiet_libraries()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     critic = load_critic(args.critic)

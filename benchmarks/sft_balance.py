@@ -52,11 +52,11 @@ def main() -> None:
     import torch
 
     from polyalign.cli.common import console, make_table
-    from polyalign.cli.train import quiet_library_output
+    from polyalign.progress import quiet_libraries
     from polyalign.config import parse_override
     from polyalign.train.sft import load_sft_config, run_sft
 
-    quiet_library_output()
+    quiet_libraries()
     if args.threads:
         torch.set_num_threads(args.threads)
     data, work = Path(args.data), Path(args.work)

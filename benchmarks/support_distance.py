@@ -69,13 +69,13 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(2)
-    from polyalign.cli.train import quiet_library_output
+    from polyalign.progress import quiet_libraries
     from polyalign.pipeline.config import load_pipeline_config
     from polyalign.data.build import load_records
     from polyalign.data.stratify import stratified_records
     from polyalign.generate import DecodingConfig
 
-    quiet_library_output()
+    quiet_libraries()
     workdirs = [Path(w) for w in args.workdirs.split(",") if w]
     methods = [m for m in args.methods.split(",") if m]
     decoding = DecodingConfig(**load_pipeline_config(args.config).decoding)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from polyalign.data.adapters import FORMATS, Filtered, Skip, get_path, read_source
+from polyalign.data.formats import FORMATS, Filtered, Skip, get_path, read_source
 from polyalign.data.normalize import normalize_conversation
 from polyalign.data.sources import DataConfig, SourceConfig, load_data_config
 from polyalign.errors import ConfigError, InputError

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from polyalign.data.adapters import Row, split_group_value
+from polyalign.data.formats import Row, split_group_value
 from polyalign.data.build import collect_records, split_and_dedup
 from polyalign.data.schema import Record
 from polyalign.data.sources import DataConfig, SourceConfig, load_data_config

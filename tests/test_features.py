@@ -11,8 +11,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from polyalign.data.features import (FEATURE_CARD, FEATURE_NAMES, _Corpus, _jieba_words, _token_starts,
-                                     extract_features, feature_matrix, render_feature_card)
+from polyalign.data.features import FEATURE_CARD, FEATURE_NAMES, extract_features, feature_matrix, render_feature_card
+from polyalign.data.features.characters import token_starts
+from polyalign.data.features.corpus import Corpus
+from polyalign.data.features.words import jieba_words
 from polyalign.data.lexicons import LEXICONS
 from polyalign.errors import InputError
 from polyalign.text import count_length_tokens, length_tokens
@@ -178,8 +180,8 @@ def test_length_tokens_equal_count_length_tokens_on_tricky_text():
 
 
 def _vectorized_counts(texts):
-    corpus = _Corpus(texts)
-    token_start, _ = _token_starts(corpus, None)
+    corpus = Corpus(texts)
+    token_start, _ = token_starts(corpus, None)
     return corpus.per_doc(np.flatnonzero(token_start)).tolist()
 
 
@@ -304,7 +306,7 @@ def test_jieba_words_match_jieba_lcut(bundled_sample):
     cache: dict[str, list[str]] = {}
     for text in texts:
         lowered = text.lower()
-        assert _jieba_words(lowered, cache) == [w for w in jieba.lcut(lowered, HMM=False) if _keep(w)], text
+        assert jieba_words(lowered, cache) == [w for w in jieba.lcut(lowered, HMM=False) if _keep(w)], text
 
 
 def test_chunked_matrix_equals_one_pass(bundled_sample, monkeypatch):

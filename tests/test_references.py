@@ -58,7 +58,11 @@ def test_below_min_flag_nothing_dropped(data):
 
 
 def test_robust_scale_fallbacks():
-    np.testing.assert_allclose(robust_scale([0, 1, 2], [1.349, 1, 2], [9, 3, 0]), [1.0, 3.0, 1.0])
+    values = np.array([[0.0, 0.0, 5.0], [1.349, 0.0, 5.0], [2.698, 0.0, 5.0], [4.047, 0.0, 5.0], [5.396, 6.0, 5.0]])
+    # IQR / 1.349; the std where the IQR is 0; then the fallback where the std is 0 too
+    np.testing.assert_allclose(robust_scale(values, fallback=1.0), [2.0, np.std([0, 0, 0, 0, 6]), 1.0])
+    assert robust_scale(values)[2] == 0.0  # no fallback: no spread stays 0
+    assert robust_scale(values, fallback=np.array([7.0, 8.0, 9.0]))[2] == 9.0
 
 
 def test_covariance_small_bucket_with_constant_feature_is_spd(data):

@@ -8,10 +8,10 @@ import pytest
 from model_factory import make_tiny_model_dir
 from records_factory import make_records
 
+from polyalign.data.stratify import random_subset, stratified_sample
 from polyalign.errors import InputError
 from polyalign.models.chat import chat_token_count, fit_chat, prompt_messages
-from polyalign.train.examples import build_sft_examples, bucket_vocabulary, random_subset, record_example, \
-    stratified_subset
+from polyalign.train.examples import build_sft_examples, bucket_vocabulary, record_example
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_subsets_are_seeded_and_stratified() -> None:
     records = make_records(300, 0)
     assert random_subset(records, 50, 1) == random_subset(records, 50, 1)
     assert random_subset(records, 50, 1) != random_subset(records, 50, 2)
-    strat = stratified_subset(records, 40, 0)
+    strat = stratified_sample(records, 0, total=40, order="input")
     counts = Counter(r.bucket_id for r in strat)
     assert len(strat) == 40 and set(counts) == {r.bucket_id for r in records}  # every bucket represented
     assert random_subset(records, None, 0) == records

@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import InputError
 
 TRACKED_PACKAGES = ("polyalign", "torch", "transformers", "trl", "accelerate", "datasets", "peft", "numpy",
@@ -65,15 +67,11 @@ def _dumps(obj: Any) -> str:
 
 
 def _json_default(obj: Any) -> Any:
-    try:
-        import numpy as np
-
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
+    """JSON for numpy scalars and arrays and for paths (json.dumps' `default`)."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")

@@ -1,7 +1,9 @@
 """The `polyalign` command line: one verb per stage, plus `run` and `demo`.
 
-Each verb group lives in its own module and is registered here; heavy imports (torch, transformers) happen
-inside the commands so that `polyalign --help` stays instant.
+Every verb module (`VERB_MODULES`) has one `register(app)` function that adds its verbs (a group such as
+`data ...`, or top-level verbs such as `suite`) to the root app; a module that fails to import stops the CLI
+with its error instead of silently losing its verbs. Heavy libraries (torch, transformers, scipy, sklearn) are
+imported inside the commands so that `polyalign --help` stays fast (see each module's imports).
 """
 
 from __future__ import annotations
@@ -13,35 +15,16 @@ import typer
 from rich.text import Text
 
 from ..errors import PolyAlignError
+from ..io import package_versions
+from . import critic, data, evaluate, generate, model, pairs, pipeline, preference, train
 from .common import console, err_console
 
 app = typer.Typer(name="polyalign", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
                   pretty_exceptions_show_locals=False,
                   help="PolyAlign: align chat models to the human response distribution of each context.")
 
-
-def _register() -> None:
-    for name in ("data", "model", "train", "critic", "pairs"):
-        try:
-            module = __import__(f"{__name__}.{name}", fromlist=["app"])
-        except ModuleNotFoundError as exc:  # group not built yet
-            if exc.name != f"{__name__}.{name}":
-                raise
-            continue
-        app.add_typer(module.app, name=name)
-    try:  # adds `train dpo` / `train hdpo` to the train group
-        __import__(f"{__name__}.preference")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.preference":
-            raise
-    for name in ("generate", "evaluate", "pipeline"):
-        try:
-            module = __import__(f"{__name__}.{name}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-            continue
-        module.register(app)
+#: The verb modules, in registration order (`preference` adds `train dpo` / `train hdpo`, so it follows `train`).
+VERB_MODULES = (data, model, train, critic, pairs, preference, generate, evaluate, pipeline)
 
 
 @app.callback()
@@ -52,13 +35,12 @@ def _root() -> None:
 @app.command()
 def version() -> None:
     """Print the versions of PolyAlign and the packages that determine results."""
-    from ..io import package_versions
-
     for name, ver in package_versions().items():
         console.print(f"{name} {ver}")
 
 
-_register()
+for _module in VERB_MODULES:
+    _module.register(app)
 
 
 def main() -> None:
@@ -71,4 +53,4 @@ def main() -> None:
         sys.exit(2)
 
 
-__all__ = ["app", "main", "console"]
+__all__ = ["app", "main", "console", "VERB_MODULES"]

@@ -1,4 +1,5 @@
-"""Shared CLI helpers: consoles, tables and progress bars."""
+"""Shared CLI helpers: consoles and tables (the progress bar and the stderr console come from
+polyalign.progress, shared with the library)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-    TimeRemainingColumn
 from rich.table import Table
 
+from ..progress import err_console, progress
+
 console = Console()
-err_console = Console(stderr=True)
 
 
 def make_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
@@ -34,7 +34,4 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def progress(transient: bool = False) -> Progress:
-    """A rich progress bar with count, elapsed and remaining time."""
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=transient)
+__all__ = ["console", "err_console", "make_table", "progress"]

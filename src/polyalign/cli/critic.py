@@ -7,10 +7,18 @@ from typing import Any
 
 import typer
 
+from ..config import load_config, validate_config
+from ..data.build import load_records
+from ..io import read_json, write_json
 from .common import console, make_table
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
                   help="The critic: distances of responses to their bucket's human support.")
+
+
+def register(root: typer.Typer) -> None:
+    """Add the `critic` group (fit, score, baseline) to the root app."""
+    root.add_typer(app, name="critic")
 
 
 def _options(**values: Any) -> dict[str, Any]:
@@ -36,9 +44,8 @@ def fit(config: Path | None = typer.Argument(None, help="critic config YAML (con
     Example: [bold]polyalign critic fit --data runs/data --predictions runs/samples/sft/predictions.jsonl
     --out runs/critic[/bold]
     """
-    from ..config import load_config, validate_config
+    # Lazy on purpose, as in every critic verb: polyalign.critic.* import torch and sklearn (1.2-2.3 s measured).
     from ..critic.fit import CriticConfig, fit_critic
-    from ..io import read_json
 
     overrides = _options(data=str(data) if data else None, predictions=[str(p) for p in predictions],
                          out=str(out) if out else None, method=method, min_auc=min_auc, seed=seed,
@@ -123,8 +130,6 @@ def baseline(data: Path = typer.Option(..., "--data", help="data build directory
     Example: [bold]polyalign critic baseline --data runs/data --out runs/critic_baseline.json[/bold]
     """
     from ..critic.fit import compute_human_baseline, load_bucket_stats, load_split_features
-    from ..data.build import load_records
-    from ..io import write_json
 
     stats = load_bucket_stats(data)
     records = load_records(data, "train")

@@ -7,10 +7,18 @@ from typing import Any
 
 import typer
 
+from ..data.build import build_dataset, load_bucket_table, load_report
+from ..data.sources import load_data_config
+from ..io import read_json
 from .common import console, make_table
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
                   help="Build and inspect PolyAlign data directories (records, buckets, features, references).")
+
+
+def register(root: typer.Typer) -> None:
+    """Add the `data` group (build, show) to the root app."""
+    root.add_typer(app, name="data")
 
 
 @app.command("build")
@@ -25,9 +33,6 @@ def build(config: Path = typer.Argument(..., help="data config YAML (see configs
 
     Example: [bold]polyalign data build configs/data/bundled.yaml --out runs/data[/bold]
     """
-    from ..data.build import build_dataset
-    from ..data.sources import load_data_config
-
     overrides: dict[str, Any] = {}
     if seed is not None:
         overrides["seed"] = seed
@@ -45,9 +50,6 @@ def show(data_dir: Path = typer.Argument(..., help="a directory written by `poly
 
     Example: [bold]polyalign data show runs/data[/bold]
     """
-    from ..data.build import load_report
-    from ..io import read_json
-
     print_bucket_table(data_dir)
     manifest = read_json(Path(data_dir) / "manifest.json")
     if "summary" in manifest:
@@ -60,8 +62,6 @@ def show(data_dir: Path = typer.Argument(..., help="a directory written by `poly
 
 def print_bucket_table(data_dir: str | Path) -> None:
     """The bucket table of a data directory as a rich table."""
-    from ..data.build import load_bucket_table
-
     table = load_bucket_table(data_dir)
     rows = []
     for b in table["buckets"]:

@@ -7,16 +7,23 @@ from typing import Any
 
 import typer
 
+from ..config import load_config
 from ..errors import InputError
-from ..eval.headline import HEADLINE_METRICS
+from ..eval.suite import build_suite, load_suite
 from ..eval.views import DEFAULT_CONTEXT_KEY
-from .common import console, make_table
+from ..generate import DecodingConfig, generate_predictions
+from .common import console, make_table, progress
+
+# The scoring modules (polyalign.eval.headline, headline_report, contrasts, runner, compare) are imported inside
+# the verbs on purpose: they pull in scipy, sklearn and matplotlib (1.2-3.1 s measured; `polyalign --help` took
+# 1.7 s when eval.headline was imported here, 0.5 s without).
 
 
 def _headline_table(result: dict[str, Any], title: str):
     """The context view's headline numbers with CIs, next to the held-out and same-prompt humans."""
-    from ..eval.headline_report import table_for
     from ..eval.contrasts import headline_tables
+    from ..eval.headline import HEADLINE_METRICS
+    from ..eval.headline_report import table_for
 
     runs = {result["metadata"]["name"]: result}
     tables = headline_tables(runs, "context")
@@ -42,8 +49,6 @@ def suite(
 
     Example: polyalign suite --data runs/data --out runs/suite --cap-per-bucket 50 --ref-pool 300
     """
-    from ..eval.suite import build_suite, load_suite
-
     path = build_suite(data, out, cap_per_bucket=cap_per_bucket, seed=seed, ref_pool=ref_pool, min_pool=min_pool,
                        context_key=context_key.split("|"), split=split)
     loaded = load_suite(path)
@@ -107,11 +112,6 @@ def eval_command(
 
 def _generate(model: str, suite_dir: Path, out: Path, decoding: Path | None, profile: bool) -> Path:
     """Generate predictions for the suite's items with the shared decoding config (resumable)."""
-    from ..config import load_config
-    from ..eval.suite import load_suite
-    from ..generate import DecodingConfig, generate_predictions
-    from .common import progress
-
     config = load_config(decoding, DecodingConfig) if decoding is not None else DecodingConfig()
     loaded = load_suite(suite_dir)
     with progress(transient=True) as bar:
@@ -143,6 +143,7 @@ def compare(
 def print_comparison(result: dict[str, Any], out: Path) -> None:
     """Print a comparison's headline (context view, all groups, with CIs), its significant tests and the report
     path."""
+    from ..eval.headline import HEADLINE_METRICS
     from ..eval.headline_report import table_for
 
     view = result["headline"]["context"]

@@ -6,15 +6,26 @@ from pathlib import Path
 
 import typer
 
+from ..config import load_config, parse_override, validate_config
+from ..data.build import load_records
+from ..io import read_json, sha256_file
+from ..models.loading import check_model_source
+from ..models.pretrain import PretrainConfig, pretrain
+from ..models.tiny import TinyModelConfig, init_tiny
+from ..progress import quiet_libraries
 from .common import console, err_console
+from .train import rich_progress_callback
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
                   help="Build and pretrain the tiny local stand-in base model (any HF causal LM works later).")
 
 
-def _data_inputs(data: Path) -> dict[str, str]:
-    from ..io import sha256_file
+def register(root: typer.Typer) -> None:
+    """Add the `model` group (init-tiny, pretrain) to the root app."""
+    root.add_typer(app, name="model")
 
+
+def _data_inputs(data: Path) -> dict[str, str]:
     path = data / "records" / "train.jsonl"
     return {"train_records": sha256_file(path)} if path.exists() else {}
 
@@ -36,19 +47,11 @@ def init_tiny_cmd(
 
     Example: [bold]polyalign model init-tiny --data runs/data --out runs/tiny-init[/bold]
     """
-    from ..data.build import load_records
-    from ..models.tiny import TinyModelConfig, init_tiny
-    from ..config import validate_config
-
     cfg = validate_config(dict(vocab_size=vocab_size, hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads,
                                intermediate=intermediate, max_positions=max_positions, seed=seed), TinyModelConfig)
-    from .train import quiet_library_output
-
-    quiet_library_output()
+    quiet_libraries()
     records = load_records(data, "train")
     path = init_tiny(records, out, cfg, inputs=_data_inputs(data))
-    from ..io import read_json
-
     manifest = read_json(path / "manifest.json")
     console.print(f"tiny model ({manifest['n_parameters'] / 1e6:.2f}M parameters, vocabulary "
                   f"{manifest['vocab_size']}) written to [bold]{path}[/bold]")
@@ -69,24 +72,16 @@ def pretrain_cmd(
 
     Example: [bold]polyalign model pretrain --data runs/data --model runs/tiny-init --out runs/tiny-base --max-steps 150[/bold]
     """
-    from ..config import load_config, parse_override, validate_config
-    from ..data.build import load_records
-    from ..models.loading import check_model_source
-    from ..models.pretrain import PretrainConfig, pretrain
-    from .train import quiet_library_output, rich_progress_callback
-
     overrides = parse_override(set_) if set_ else {}
     if max_steps is not None:
         overrides["max_steps"] = max_steps
     cfg = (load_config(config, PretrainConfig, overrides or None) if config
            else validate_config(overrides, PretrainConfig))
     check_model_source(model)
-    quiet_library_output()
+    quiet_libraries()
     records = load_records(data, "train")
     path = pretrain(model, records, out, cfg, callbacks=[] if quiet else [rich_progress_callback()],
                     inputs=_data_inputs(data), log=None if quiet else (lambda m: err_console.print(f"[dim]{m}[/dim]")))
-    from ..io import read_json
-
     manifest = read_json(path / "manifest.json")
     curve = manifest.get("loss_curve") or []
     if curve:

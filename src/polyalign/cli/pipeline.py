@@ -9,8 +9,15 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from ..config import parse_override
 from ..errors import ConfigError
+from ..io import read_json
+from ..pipeline.graph import topological_order
+from ..pipeline.run import load_pipeline, run_pipeline
+from ..progress import quiet_libraries
 from .common import console, err_console, make_table
+from .evaluate import print_comparison
+from .train import rich_progress_callback
 
 DEMO_CONFIG = Path("configs") / "pipeline" / "demo.yaml"
 
@@ -24,23 +31,10 @@ def _log(message: str) -> None:
     err_console.print(message, highlight=False, markup=False)
 
 
-def quiet_libraries() -> None:
-    """Silence per-call progress bars and info logs of datasets/transformers (the pipeline prints its own)."""
-    import os
-
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # e.g. TRL's reference log-prob precompute bar
-    from .train import quiet_library_output
-
-    quiet_library_output()
-
-
 def _progress_callbacks() -> list:
     """A progress bar for a training stage when the log goes to a terminal (none in files and CI logs)."""
     if not err_console.is_terminal:
         return []
-    from .train import rich_progress_callback
-
     return [rich_progress_callback()]
 
 
@@ -49,10 +43,7 @@ def _split(value: str | None) -> list[str]:
 
 
 def _run(config: Path, stages: str | None, force: str | None, overrides: list[str]) -> None:
-    from ..config import parse_override
-    from ..pipeline.run import run_pipeline
-
-    quiet_libraries()
+    quiet_libraries(tqdm=True)  # the pipeline prints its own progress; tqdm: e.g. TRL's reference log-probs
 
     started = time.time()
     wiring, results = run_pipeline(config, targets=_split(stages) or None, force=_split(force),
@@ -65,9 +56,6 @@ def _run(config: Path, stages: str | None, force: str | None, overrides: list[st
         console.print(f"skipped (up to date): {', '.join(skipped)}")
     compare_dir = wiring.dir("compare")
     if any(r.name == "compare" for r in results):
-        from ..io import read_json
-        from .evaluate import print_comparison
-
         print_comparison(read_json(compare_dir / "comparison.json"), compare_dir)
     console.print(f"wall time {time.time() - started:.0f} s")
 
@@ -114,13 +102,8 @@ def stages(
 
     Example: polyalign stages configs/pipeline/demo.yaml
     """
-    from ..config import parse_override
-    from ..pipeline.run import load_pipeline
-
     _, pipeline = load_pipeline(config, parse_override(set_ or []), log=_log)
     status = pipeline.status()
-    from ..pipeline.graph import topological_order
-
     rows = [[s.name, status[s.name], ", ".join(s.deps), s.description] for s in topological_order(pipeline.stages)]
     console.print(make_table(f"stages of {config}", ["stage", "status", "needs", "what"], rows))
 

@@ -3,7 +3,6 @@ register here too."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,23 +10,16 @@ import typer
 
 from ..config import parse_override
 from ..io import read_json
-from .common import console, err_console, make_table, progress
+from ..progress import progress, quiet_libraries
+from .common import console, err_console, make_table
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
                   help="Train models: SFT / Bucket-Aware SFT (and preference training).")
 
 
-def quiet_library_output() -> None:
-    """Silence the libraries' own progress bars and known-harmless warnings (our rich progress replaces them)."""
-    # datasets and transformers load here, not at module top: importing them costs ~2-5 s at CLI start (measured)
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated.*")
-    warnings.filterwarnings("ignore", message=".*pin_memory.*")
+def register(root: typer.Typer) -> None:
+    """Add the `train` group (sft; polyalign.cli.preference adds dpo and hdpo) to the root app."""
+    root.add_typer(app, name="train")
 
 
 def rich_progress_callback() -> Any:
@@ -104,7 +96,7 @@ def sft(config: Path = typer.Argument(..., help="SFT config YAML (configs/train/
     from ..train.sft import load_sft_config, run_sft
 
     cfg = load_sft_config(config, parse_override(set_) if set_ else None)
-    quiet_library_output()
+    quiet_libraries()
     callbacks = [] if quiet else [rich_progress_callback()]
     out = run_sft(cfg, callbacks=callbacks, log=None if quiet else (lambda msg: err_console.print(f"[dim]{msg}[/dim]")))
     manifest_path = out / "manifest.json"

@@ -83,9 +83,9 @@ def bucket_stats_from_matrix(x: np.ndarray) -> BucketStats:
     from ..data.references import robust_scale, shrunk_covariance
 
     x = np.atleast_2d(np.asarray(x, dtype=np.float64))
-    q10, q25, q50, q75, q90 = np.quantile(x, [0.10, 0.25, 0.50, 0.75, 0.90], axis=0)
+    q10, q50, q90 = np.quantile(x, [0.10, 0.50, 0.90], axis=0)
     std = x.std(axis=0)
-    scale = robust_scale(q25, q75, std)
+    scale = robust_scale(x, fallback=1.0)
     return BucketStats(count=len(x), mean=x.mean(axis=0), std=std, q10=q10, q50=q50, q90=q90, scale=scale,
                        cov=shrunk_covariance(x, scale))
 

@@ -1,33 +1,46 @@
 """`polyalign data build`: sources -> records per split, features, train-only references, bucket table, report
-and manifest, written as one directory that only appears when everything succeeded (see docs/data.md)."""
+and manifest, written as one directory that only appears when everything succeeded (see docs/data.md).
+Reading a built directory back is polyalign.data.load (its functions are re-exported here)."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ..errors import ConfigError, InputError
-from ..io import atomic_path, iter_jsonl, make_manifest, read_json, sha256_tree, write_json, write_jsonl
-from .adapters import Filtered, Skip, error_reason, hf_label, read_source
+from ..io import atomic_path, make_manifest, sha256_tree, write_json, write_jsonl
+from ..progress import progress as progress_bar
 from .buckets import apply_buckets, bucket_table, plan_buckets
 from .dedup import deduplicate
+from .features import FEATURE_NAMES, feature_matrix
+from .formats import Filtered, Skip, error_reason, hf_label, read_source
+from .load import ID_COLUMNS, load_bucket_table, load_feature_names, load_features, load_records, load_report
 from .normalize import normalize_conversation
+from .references import References, build_references
 from .schema import SPLITS, Record
 from .sources import DataConfig, SourceConfig, is_local
 from .splits import assign_splits, split_key
 
 MAX_ERROR_EXAMPLES = 5
-ID_COLUMNS = ("id", "bucket_id", "language")
+
+__all__ = ["ID_COLUMNS", "build_dataset", "check_no_leakage", "collect_records", "compute_features", "input_hashes",
+           "load_bucket_table", "load_feature_names", "load_features", "load_records", "load_report",
+           "split_and_dedup"]
 
 
 # ----------------------------------------------------------------------------------------------- reading
 
 def _new_source_stats() -> dict[str, Any]:
+    """The per-source counters of report.json."""
     return {"conversations": 0, "records": 0, "invalid": Counter(), "filtered": Counter(), "examples": []}
 
 
@@ -42,31 +55,8 @@ def collect_records(config: DataConfig, *, skip_invalid: bool,
     for source in config.sources:
         st = stats[source.name] = _new_source_stats()
         for item in read_source(source):
-            if isinstance(item, Filtered):
-                st["filtered"][item.reason] += 1
-                continue
-            try:
-                if isinstance(item, InputError):
-                    raise item
-                recs = normalize_conversation(item, source, length_edges=config.length_edges,
-                                              length_labels=config.length_labels)
-                where = f"{item.file}:{item.line}" if item.line is not None else item.file
-                for rec in recs:
-                    first = seen_ids.get(rec.id)
-                    if first is not None:
-                        raise InputError(f"duplicate record id {rec.id!r} (first at {first})", file=item.file,
-                                         line=item.line, field="id")
-                for rec in recs:
-                    seen_ids[rec.id] = where
-            except Skip as skip:
-                st["filtered"][skip.reason] += 1
-                continue
-            except InputError as exc:
-                if not skip_invalid:
-                    raise
-                st["invalid"][error_reason(exc)] += 1
-                if len(st["examples"]) < MAX_ERROR_EXAMPLES:
-                    st["examples"].append(str(exc))
+            recs = _item_records(item, source, config, seen_ids, st, skip_invalid)
+            if recs is None:
                 continue
             st["conversations"] += 1
             st["records"] += len(recs)
@@ -77,6 +67,44 @@ def collect_records(config: DataConfig, *, skip_invalid: bool,
         st["invalid"] = dict(sorted(st["invalid"].items()))
         st["filtered"] = dict(sorted(st["filtered"].items()))
     return records, stats
+
+
+def _item_records(item: Any, source: SourceConfig, config: DataConfig, seen_ids: dict[str, str],
+                  st: dict[str, Any], skip_invalid: bool) -> list[Record] | None:
+    """The records of one item of a source, or None when it is filtered or (skip_invalid) invalid, which is
+    counted in `st`; `seen_ids` (record id -> file:line) catches duplicate record ids."""
+    if isinstance(item, Filtered):
+        st["filtered"][item.reason] += 1
+        return None
+    try:
+        if isinstance(item, InputError):
+            raise item
+        recs = normalize_conversation(item, source, length_edges=config.length_edges,
+                                      length_labels=config.length_labels)
+        _claim_ids(recs, item, seen_ids)
+    except Skip as skip:
+        st["filtered"][skip.reason] += 1
+        return None
+    except InputError as exc:
+        if not skip_invalid:
+            raise
+        st["invalid"][error_reason(exc)] += 1
+        if len(st["examples"]) < MAX_ERROR_EXAMPLES:
+            st["examples"].append(str(exc))
+        return None
+    return recs
+
+
+def _claim_ids(recs: Sequence[Record], item: Any, seen_ids: dict[str, str]) -> None:
+    """Record where each id was first seen; an id seen before is an InputError naming both places."""
+    where = f"{item.file}:{item.line}" if item.line is not None else item.file
+    for rec in recs:
+        first = seen_ids.get(rec.id)
+        if first is not None:
+            raise InputError(f"duplicate record id {rec.id!r} (first at {first})", file=item.file,
+                             line=item.line, field="id")
+    for rec in recs:
+        seen_ids[rec.id] = where
 
 
 def check_no_leakage(records: Sequence[Record]) -> None:
@@ -109,15 +137,11 @@ def split_and_dedup(config: DataConfig, records: list[Record]) -> tuple[list[Rec
 
 def compute_features(records: Sequence[Record]) -> np.ndarray:
     """The feature matrix of the records' responses (one feature_matrix call)."""
-    from .features import feature_matrix
-
     return feature_matrix([r.response for r in records], [r.language for r in records])
 
 
 def _write_features(path: Path, records: Sequence[Record], matrix: np.ndarray, names: Sequence[str]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    """One split's features as parquet: the ID_COLUMNS, then one float64 column per feature."""
     columns: dict[str, Any] = {"id": pa.array([r.id for r in records], pa.string()),
                                "bucket_id": pa.array([r.bucket_id for r in records], pa.string()),
                                "language": pa.array([r.language for r in records], pa.string())}
@@ -135,6 +159,17 @@ def _record_row(r: Record) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------- build
 
+@dataclass
+class _Outputs:
+    """What a build writes, besides the manifest."""
+
+    by_split: dict[str, list[Record]]
+    matrices: dict[str, np.ndarray]
+    references: References
+    buckets: dict[str, Any]
+    report: dict[str, Any]
+
+
 def input_hashes(config: DataConfig) -> dict[str, str]:
     """sha256 of every local source (file or folder); hub datasets are named with their revision."""
     out = {}
@@ -147,7 +182,16 @@ def input_hashes(config: DataConfig) -> dict[str, str]:
 
 
 def _count(records: Sequence[Record], field: str) -> dict[str, int]:
+    """Records per value of a field, sorted by value."""
     return dict(sorted(Counter(getattr(r, field) for r in records).items()))
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Add the seconds the block takes to timings[key]."""
+    t0 = time.time()
+    yield
+    timings[key] = time.time() - t0
 
 
 def build_dataset(config: DataConfig, out_dir: str | Path, *, skip_invalid: bool | None = None,
@@ -157,39 +201,50 @@ def build_dataset(config: DataConfig, out_dir: str | Path, *, skip_invalid: bool
     started = time.time()
     skip = config.skip_invalid if skip_invalid is None else skip_invalid
     out_dir = Path(out_dir)
-    for s in config.sources:  # before any work: every file source must exist
-        if s.format != "hf" and not Path(s.path).exists():
-            raise ConfigError(f"source {s.name!r}: path not found: {s.path}")
+    _check_source_paths(config)
     timings: dict[str, float] = {}
-
-    with _Progress(progress, [s.name for s in config.sources]) as bar:
-        t0 = time.time()
+    with _Progress(progress, [s.name for s in config.sources]) as bar, _timed(timings, "read_normalize_s"):
         records, source_stats = collect_records(config, skip_invalid=skip, on_item=bar.advance)
-        timings["read_normalize_s"] = time.time() - t0
     if not records:
         raise InputError("no valid records in any source", field="sources")
-
+    with _timed(timings, "split_dedup_bucket_s"):
+        records, dedup_report = split_and_dedup(config, records)
+        plan = plan_buckets(records, config.bucket_key, config.length_labels, config.min_bucket_size)
+        apply_buckets(records, config.bucket_key, plan["merge_map"])
+        table = bucket_table(records, plan, config.min_bucket_size)
+        by_split = {s: [r for r in records if r.split == s] for s in SPLITS}
+    with _timed(timings, "features_s"):
+        matrices = {s: compute_features(rs) for s, rs in by_split.items()}
+    with _timed(timings, "references_s"):
+        train = by_split["train"]
+        references = build_references(matrices["train"], [r.bucket_id for r in train], [r.id for r in train],
+                                      list(FEATURE_NAMES), config.min_bucket_size)
+    outputs = _Outputs(by_split, matrices, references, _buckets_file(config, plan, table),
+                       _report(skip, source_stats, dedup_report, plan, by_split))
+    summary = _summary(out_dir, records, outputs, plan, table)
     t0 = time.time()
-    records, dedup_report = split_and_dedup(config, records)
-    plan = plan_buckets(records, config.bucket_key, config.length_labels, config.min_bucket_size)
-    apply_buckets(records, config.bucket_key, plan["merge_map"])
-    table = bucket_table(records, plan, config.min_bucket_size)
-    by_split = {s: [r for r in records if r.split == s] for s in SPLITS}
-    timings["split_dedup_bucket_s"] = time.time() - t0
+    with atomic_path(out_dir) as tmp:
+        _write_outputs(tmp, outputs)
+        timings["write_s"] = time.time() - t0
+        summary["wall_time_s"] = round(time.time() - started, 3)
+        summary["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        write_json(tmp / "manifest.json", make_manifest(
+            stage="data", config=config.model_dump(mode="json"), inputs=input_hashes(config), seed=config.seed,
+            started=started, extra={"summary": summary, "feature_names": list(FEATURE_NAMES)}))
+    return summary
 
-    t0 = time.time()
-    from .features import FEATURE_NAMES
-    from .references import build_references
 
-    matrices = {s: compute_features(rs) if rs else np.zeros((0, len(FEATURE_NAMES))) for s, rs in by_split.items()}
-    timings["features_s"] = time.time() - t0
-    t0 = time.time()
-    train = by_split["train"]
-    references = build_references(matrices["train"], [r.bucket_id for r in train], [r.id for r in train],
-                                  list(FEATURE_NAMES), config.min_bucket_size)
-    timings["references_s"] = time.time() - t0
+def _check_source_paths(config: DataConfig) -> None:
+    """Before any work: every file source must exist."""
+    for s in config.sources:
+        if s.format != "hf" and not Path(s.path).exists():
+            raise ConfigError(f"source {s.name!r}: path not found: {s.path}")
 
-    report = {
+
+def _report(skip: bool, source_stats: dict[str, dict[str, Any]], dedup_report: dict[str, Any],
+            plan: dict[str, Any], by_split: dict[str, list[Record]]) -> dict[str, Any]:
+    """report.json: what was read, skipped, filtered, deduplicated and merged, and the split sizes."""
+    return {
         "skip_invalid": skip,
         "sources": source_stats,
         "invalid_total": sum(sum(st["invalid"].values()) for st in source_stats.values()),
@@ -199,40 +254,44 @@ def build_dataset(config: DataConfig, out_dir: str | Path, *, skip_invalid: bool
         "below_min": plan["below_min"],
         "splits": {s: len(rs) for s, rs in by_split.items()},
     }
-    buckets = {"key": config.bucket_key, "length_edges": config.length_edges,
-               "length_labels": config.length_labels, "min_bucket_size": config.min_bucket_size,
-               "buckets": table, "merge_map": plan["merge_map"], "merges": plan["merges"],
-               "below_min": plan["below_min"]}
-    summary = {
+
+
+def _buckets_file(config: DataConfig, plan: dict[str, Any], table: list[dict[str, Any]]) -> dict[str, Any]:
+    """buckets.json: the bucket key and bins, the table of records per bucket and split, and the merges."""
+    return {"key": config.bucket_key, "length_edges": config.length_edges,
+            "length_labels": config.length_labels, "min_bucket_size": config.min_bucket_size,
+            "buckets": table, "merge_map": plan["merge_map"], "merges": plan["merges"],
+            "below_min": plan["below_min"]}
+
+
+def _summary(out_dir: Path, records: Sequence[Record], outputs: _Outputs, plan: dict[str, Any],
+             table: list[dict[str, Any]]) -> dict[str, Any]:
+    """The build summary (printed by the CLI and stored in the manifest)."""
+    report = outputs.report
+    return {
         "out_dir": str(out_dir), "records": len(records), "conversations": len({r.conversation_id for r in records}),
         "splits": report["splits"], "by_language": _count(records, "language"),
         "by_track": _count(records, "track"), "by_family": _count(records, "family"),
         "by_source": _count(records, "source"), "buckets": len(table), "merges": len(plan["merges"]),
         "below_min": plan["below_min"], "invalid": report["invalid_total"], "filtered": report["filtered_total"],
-        "duplicates_removed": dedup_report["removed"], "references": _reference_count(references),
+        "duplicates_removed": report["dedup"]["removed"], "references": _reference_count(outputs.references),
     }
 
-    t0 = time.time()
-    with atomic_path(out_dir) as tmp:
-        (tmp / "records").mkdir(parents=True)
-        (tmp / "features").mkdir()
-        for split, rs in by_split.items():
-            write_jsonl(tmp / "records" / f"{split}.jsonl", (_record_row(r) for r in rs))
-            _write_features(tmp / "features" / f"{split}.parquet", rs, matrices[split], FEATURE_NAMES)
-        references.save(tmp / "references.json")
-        write_json(tmp / "buckets.json", buckets)
-        write_json(tmp / "report.json", report)
-        timings["write_s"] = time.time() - t0
-        summary["wall_time_s"] = round(time.time() - started, 3)
-        summary["timings"] = {k: round(v, 3) for k, v in timings.items()}
-        manifest = make_manifest(stage="data", config=config.model_dump(mode="json"), inputs=input_hashes(config),
-                                 seed=config.seed, started=started,
-                                 extra={"summary": summary, "feature_names": list(FEATURE_NAMES)})
-        write_json(tmp / "manifest.json", manifest)
-    return summary
+
+def _write_outputs(tmp: Path, outputs: _Outputs) -> None:
+    """Records and features per split, references, bucket table and report, into the build's temporary folder."""
+    (tmp / "records").mkdir(parents=True)
+    (tmp / "features").mkdir()
+    for split, rs in outputs.by_split.items():
+        write_jsonl(tmp / "records" / f"{split}.jsonl", (_record_row(r) for r in rs))
+        _write_features(tmp / "features" / f"{split}.parquet", rs, outputs.matrices[split], FEATURE_NAMES)
+    outputs.references.save(tmp / "references.json")
+    write_json(tmp / "buckets.json", outputs.buckets)
+    write_json(tmp / "report.json", outputs.report)
 
 
 def _reference_count(references: Any) -> int | None:
+    """Number of buckets with references (None when the object does not say)."""
     for attr in ("buckets", "bucket_ids", "references"):
         value = getattr(references, attr, None)
         if value is not None:
@@ -253,66 +312,17 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.enabled:
-            from ..cli.common import progress
-
-            self.bar = progress(transient=True)
+            self.bar = progress_bar(transient=True)
             self.bar.__enter__()
             for name in self.names:
                 self.tasks[name] = self.bar.add_task(f"read {name}", total=None)
         return self
 
     def advance(self, source: SourceConfig, n_records: int) -> None:
+        """One more conversation read from `source`."""
         if self.bar is not None:
             self.bar.advance(self.tasks[source.name], 1)
 
     def __exit__(self, *exc: Any) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
-
-
-# ---------------------------------------------------------------------------------------------- loading
-
-def _split_path(data_dir: str | Path, sub: str, split: str, suffix: str) -> Path:
-    if split not in SPLITS:
-        raise InputError(f"unknown split {split!r}; expected one of {SPLITS}", field="split")
-    path = Path(data_dir) / sub / f"{split}{suffix}"
-    if not path.exists():
-        raise InputError("not found (is this a `polyalign data build` directory?)", file=path)
-    return path
-
-
-def load_records(data_dir: str | Path, split: str) -> list[Record]:
-    """The records of one split of a data directory."""
-    path = _split_path(data_dir, "records", split, ".jsonl")
-    return [Record.from_dict(obj, file=str(path), line=line) for line, obj in iter_jsonl(path)]
-
-
-def load_feature_names(data_dir: str | Path) -> list[str]:
-    """The feature columns of a data directory, in matrix order."""
-    import pyarrow.parquet as pq
-
-    schema = pq.read_schema(_split_path(data_dir, "features", "train", ".parquet"))
-    return [n for n in schema.names if n not in ID_COLUMNS]
-
-
-def load_features(data_dir: str | Path, split: str) -> tuple[list[str], np.ndarray]:
-    """(record ids, feature matrix [n, F]) of one split; columns in the order of load_feature_names."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(_split_path(data_dir, "features", split, ".parquet"))
-    names = [n for n in table.column_names if n not in ID_COLUMNS]
-    ids = table.column("id").to_pylist()
-    if not names or not ids:
-        return ids, np.zeros((len(ids), len(names)))
-    matrix = np.column_stack([table.column(n).to_numpy() for n in names]).astype(np.float64, copy=False)
-    return ids, matrix
-
-
-def load_bucket_table(data_dir: str | Path) -> dict[str, Any]:
-    """buckets.json of a data directory: key, bins, min size, one row per bucket, merge map and merges."""
-    return read_json(Path(data_dir) / "buckets.json")
-
-
-def load_report(data_dir: str | Path) -> dict[str, Any]:
-    """report.json of a data directory (invalid, filtered, duplicates, merges)."""
-    return read_json(Path(data_dir) / "report.json")

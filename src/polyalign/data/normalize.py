@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from ..errors import InputError
 from ..text import count_length_tokens, detect_language, length_bin, normalize_text
-from .adapters import ASSISTANT, USER, RawConversation, Skip, Turn, bad
+from .formats import ASSISTANT, USER, RawConversation, Skip, Turn, bad
 from .families import classify_family
 from .schema import LANGUAGES, Record
 from .splits import SPLIT_GROUP

@@ -21,7 +21,7 @@ exists. Buckets of one row, or where every feature is constant, get diag(scale²
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import read_json, write_json
+from .features import FEATURE_NAMES
 
 QUANTILE_LEVELS: tuple[float, ...] = (0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95)
 FORMAT = "polyalign.references/1"
@@ -123,8 +124,6 @@ class References:
         """Read references written by `save`. With `feature_names`, they must match the stored ones exactly
         (the default, None, checks them against `polyalign.data.features.FEATURE_NAMES`)."""
         if feature_names is None:
-            from .features import FEATURE_NAMES
-
             feature_names = FEATURE_NAMES
         return cls.from_dict(read_json(path), file=path, feature_names=feature_names)
 
@@ -135,65 +134,81 @@ class References:
         def fail(message: str, where: str | None = None) -> InputError:
             return InputError(message, file=file, field=where)
 
-        if not isinstance(data, dict):
-            raise fail("references must be a JSON object")
-        if data.get("format") != FORMAT:
-            raise fail(f"unknown format {data.get('format')!r} (expected {FORMAT!r})", "format")
-        names = data.get("feature_names")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
-            raise fail("must be a non-empty list of strings", "feature_names")
-        if feature_names is not None and list(feature_names) != names:
-            missing = [n for n in feature_names if n not in names]
-            extra = [n for n in names if n not in feature_names]
-            raise fail(f"feature names differ from this version's features (missing {missing}, extra {extra}"
-                       f"{', or a different order' if not missing and not extra else ''}); rebuild the data",
-                       "feature_names")
-        levels = data.get("quantile_levels")
-        if (not isinstance(levels, list) or not levels
-                or not all(isinstance(q, (int, float)) and 0 <= q <= 1 for q in levels)):
-            raise fail("must be a non-empty list of numbers in [0, 1]", "quantile_levels")
-        if not any(math.isclose(q, 0.5) for q in levels):
-            raise fail("must include 0.5 (the median)", "quantile_levels")
+        names, levels = _check_header(data, feature_names, fail)
         raw_buckets = data.get("buckets")
         if not isinstance(raw_buckets, dict):
             raise fail("must be an object of bucket id -> reference", "buckets")
-        n_feat, n_levels = len(names), len(levels)
-        buckets: dict[str, BucketReference] = {}
-        for bid, raw in raw_buckets.items():
-            where = f"buckets.{bid}"
-            if not isinstance(raw, dict):
-                raise fail("must be an object", where)
+        buckets = {bid: _bucket_from_dict(bid, raw, len(names), levels, fail) for bid, raw in raw_buckets.items()}
+        return cls(feature_names=tuple(names), quantile_levels=levels, buckets=buckets)
 
-            def array(key: str, shape: tuple[int, ...]) -> np.ndarray:
-                try:
-                    value = np.asarray(raw[key], dtype=np.float64)
-                except KeyError:
-                    raise fail("missing", f"{where}.{key}") from None
-                except (TypeError, ValueError):
-                    raise fail("must be numbers", f"{where}.{key}") from None
-                if value.shape != shape:
-                    raise fail(f"has shape {value.shape}, expected {shape}", f"{where}.{key}")
-                if not np.isfinite(value).all():
-                    raise fail("has NaN or infinite values", f"{where}.{key}")
-                return value
 
-            count = raw.get("count")
-            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-                raise fail("must be a positive integer", f"{where}.count")
-            ids = raw.get("ids")
-            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) != count:
-                raise fail(f"must be a list of {count} record ids (strings)", f"{where}.ids")
-            below_min = raw.get("below_min")
-            if not isinstance(below_min, bool):
-                raise fail("must be true or false", f"{where}.below_min")
-            buckets[bid] = BucketReference(
-                bucket_id=bid, count=count, mean=array("mean", (n_feat,)), std=array("std", (n_feat,)),
-                quantiles=array("quantiles", (n_levels, n_feat)), scale=array("scale", (n_feat,)),
-                cov=array("cov", (n_feat, n_feat)), ids=ids, below_min=below_min,
-                quantile_levels=tuple(float(q) for q in levels))
-            if (buckets[bid].scale <= 0).any():
-                raise fail("must be positive", f"{where}.scale")
-        return cls(feature_names=tuple(names), quantile_levels=tuple(float(q) for q in levels), buckets=buckets)
+def _check_header(data: object, feature_names: Sequence[str] | None,
+                  fail: Callable[..., InputError]) -> tuple[list[str], tuple[float, ...]]:
+    """The format tag, the feature names (equal to `feature_names` when given) and the quantile levels of a
+    references file: (names, levels)."""
+    if not isinstance(data, dict):
+        raise fail("references must be a JSON object")
+    if data.get("format") != FORMAT:
+        raise fail(f"unknown format {data.get('format')!r} (expected {FORMAT!r})", "format")
+    names = data.get("feature_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not names:
+        raise fail("must be a non-empty list of strings", "feature_names")
+    if feature_names is not None and list(feature_names) != names:
+        missing = [n for n in feature_names if n not in names]
+        extra = [n for n in names if n not in feature_names]
+        raise fail(f"feature names differ from this version's features (missing {missing}, extra {extra}"
+                   f"{', or a different order' if not missing and not extra else ''}); rebuild the data",
+                   "feature_names")
+    levels = data.get("quantile_levels")
+    if (not isinstance(levels, list) or not levels
+            or not all(isinstance(q, (int, float)) and 0 <= q <= 1 for q in levels)):
+        raise fail("must be a non-empty list of numbers in [0, 1]", "quantile_levels")
+    if not any(math.isclose(q, 0.5) for q in levels):
+        raise fail("must include 0.5 (the median)", "quantile_levels")
+    return names, tuple(float(q) for q in levels)
+
+
+def _bucket_from_dict(bid: str, raw: object, n_feat: int, levels: tuple[float, ...],
+                      fail: Callable[..., InputError]) -> BucketReference:
+    """One bucket of a references file, every field checked (the error names buckets.<id>.<field>)."""
+    where = f"buckets.{bid}"
+    if not isinstance(raw, dict):
+        raise fail("must be an object", where)
+    count = raw.get("count")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise fail("must be a positive integer", f"{where}.count")
+    ids = raw.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) != count:
+        raise fail(f"must be a list of {count} record ids (strings)", f"{where}.ids")
+    below_min = raw.get("below_min")
+    if not isinstance(below_min, bool):
+        raise fail("must be true or false", f"{where}.below_min")
+
+    def array(key: str, shape: tuple[int, ...]) -> np.ndarray:
+        return _array(raw, key, shape, f"{where}.{key}", fail)
+
+    bucket = BucketReference(
+        bucket_id=bid, count=count, mean=array("mean", (n_feat,)), std=array("std", (n_feat,)),
+        quantiles=array("quantiles", (len(levels), n_feat)), scale=array("scale", (n_feat,)),
+        cov=array("cov", (n_feat, n_feat)), ids=ids, below_min=below_min, quantile_levels=levels)
+    if (bucket.scale <= 0).any():
+        raise fail("must be positive", f"{where}.scale")
+    return bucket
+
+
+def _array(raw: dict, key: str, shape: tuple[int, ...], where: str, fail: Callable[..., InputError]) -> np.ndarray:
+    """A finite float array of the given shape from raw[key]."""
+    try:
+        value = np.asarray(raw[key], dtype=np.float64)
+    except KeyError:
+        raise fail("missing", where) from None
+    except (TypeError, ValueError):
+        raise fail("must be numbers", where) from None
+    if value.shape != shape:
+        raise fail(f"has shape {value.shape}, expected {shape}", where)
+    if not np.isfinite(value).all():
+        raise fail("has NaN or infinite values", where)
+    return value
 
 
 def _rounded(a: np.ndarray) -> list:
@@ -202,17 +217,21 @@ def _rounded(a: np.ndarray) -> list:
     return np.asarray(flat).reshape(np.shape(a)).tolist()
 
 
-def robust_scale(q25: np.ndarray, q75: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """(q75 - q25) / 1.349, falling back to std where the IQR is 0, then to 1.0 where std is 0 too."""
-    scale = (np.asarray(q75, dtype=np.float64) - np.asarray(q25, dtype=np.float64)) / IQR_TO_SIGMA
-    scale = np.where(scale > 0, scale, std)
-    return np.where(scale > 0, scale, 1.0)
+def robust_scale(values: np.ndarray, *, fallback: float | np.ndarray | None = None) -> np.ndarray:
+    """Per-column robust scale of `values` [n, F]: IQR / 1.349 (the std of a normal), the population std where
+    the IQR is 0, then `fallback` where the std is 0 too: a number (the references use 1.0), an array per
+    column (e.g. the scale over all buckets), or None to leave 0 (no spread)."""
+    values = np.asarray(values, dtype=np.float64)
+    q25, q75 = np.quantile(values, [0.25, 0.75], axis=0)
+    scale = (q75 - q25) / IQR_TO_SIGMA
+    scale = np.where(scale > 0, scale, values.std(axis=0))
+    return scale if fallback is None else np.where(scale > 0, scale, fallback)
 
 
 def shrunk_covariance(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Ledoit-Wolf covariance of the rows of x, computed on std-standardized columns and rescaled; see the
     module docstring. `scale` gives diag(scale²) when there are fewer than two rows or no varying feature."""
-    from sklearn.covariance import LedoitWolf
+    from sklearn.covariance import LedoitWolf  # lazy on purpose: sklearn takes ~1.0 s to import (measured)
 
     fallback = np.diag(np.asarray(scale, dtype=np.float64) ** 2)
     if x.shape[0] < 2:
@@ -267,7 +286,7 @@ def build_references(matrix: np.ndarray, bucket_ids: Sequence[str], ids: Sequenc
             x = matrix[rows]
             quantiles = np.quantile(x, levels, axis=0, method="linear")
             std = x.std(axis=0)
-            scale = robust_scale(np.quantile(x, 0.25, axis=0), np.quantile(x, 0.75, axis=0), std)
+            scale = robust_scale(x, fallback=1.0)
             buckets[str(label)] = BucketReference(
                 bucket_id=str(label), count=len(rows), mean=x.mean(axis=0), std=std, quantiles=quantiles,
                 scale=scale, cov=shrunk_covariance(x, scale), ids=[str(i) for i in id_array[rows]],

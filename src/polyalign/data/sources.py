@@ -10,9 +10,10 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from ..config import StrictModel, load_yaml, validate_config
+from ..config import StrictModel, deep_update, load_yaml, validate_config
 from ..errors import ConfigError
 from ..text import DEFAULT_LENGTH_EDGES, DEFAULT_LENGTH_LABELS
+from .formats import FORMATS
 from .schema import BUCKET_FIELDS, SPLITS
 
 #: Record fields a bucket key may use.
@@ -27,9 +28,7 @@ def _invalid(message: str) -> PydanticCustomError:
 
 
 def known_formats() -> tuple[str, ...]:
-    """Names of the registered source formats (from polyalign.data.adapters)."""
-    from .adapters import FORMATS
-
+    """Names of the registered source formats (polyalign.data.formats)."""
     return tuple(FORMATS)
 
 
@@ -136,8 +135,6 @@ class SourceConfig(StrictModel):
             raise _invalid("`hf` options apply only to format: hf")
         if self.format == "hf" and self.hf is None:
             self.hf = HFOptions()
-        from .adapters import FORMATS
-
         known = FORMATS[self.row_format].fields
         unknown = sorted(set(self.columns) - set(known))
         if unknown:
@@ -249,8 +246,6 @@ def is_local(path: str | Path) -> bool:
 def load_data_config(path: str | Path, overrides: dict[str, Any] | None = None) -> DataConfig:
     """Load a data config; resolve source paths against the YAML file's folder and check that file sources
     exist (a ConfigError naming the YAML line otherwise). Hub ids of `hf` sources are kept as they are."""
-    from ..config import deep_update
-
     path = Path(path)
     data, lines = load_yaml(path)
     if not isinstance(data, dict):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import trim_mean
 
+from ..data.references import robust_scale
 from .registry import register_metric
 
 GAP_TRIM = 0.1           # share of features trimmed at each end of the per-bucket gap
@@ -30,15 +31,6 @@ C2ST_FOLDS = 5
 C2ST_REPEATS = 3
 C2ST_MAX_PER_SIDE = 200  # cap per side and bucket (speed; the suite caps buckets at 50 items by default)
 MIN_SIZE = 10            # fewer responses on either side → the metric is not computed (NaN)
-
-
-def robust_scale(values: np.ndarray) -> np.ndarray:
-    """Per-column IQR/1.349 (= std for a normal), falling back to the std where the IQR is 0."""
-    values = np.asarray(values, dtype=float)
-    q25, q75 = np.percentile(values, [25, 75], axis=0)
-    scale = (q75 - q25) / 1.349
-    std = values.std(axis=0)
-    return np.where(scale > 0, scale, std)
 
 
 @dataclass(frozen=True)
@@ -53,9 +45,7 @@ class FeatureScaler:
     def fit(cls, pool: np.ndarray, fallback_scale: np.ndarray | None = None) -> FeatureScaler:
         """Fit on the pool; columns with zero spread take `fallback_scale` (e.g. the all-bucket pool's)."""
         pool = np.asarray(pool, dtype=float)
-        scale = robust_scale(pool)
-        if fallback_scale is not None:
-            scale = np.where(scale > 0, scale, np.asarray(fallback_scale, dtype=float))
+        scale = robust_scale(pool, fallback=fallback_scale)
         used = scale > 0
         return cls(center=np.median(pool, axis=0), scale=np.where(used, scale, 1.0), used=used)
 

@@ -20,7 +20,6 @@ Layout of a suite directory (self-contained; nothing else is read at scoring tim
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..data.schema import Record
+from ..data.stratify import sample_stratum
 from ..errors import InputError
 from ..io import atomic_path, iter_jsonl, make_manifest, read_json, sha256_file, sha256_json, write_json
 from ..text import DEFAULT_LENGTH_EDGES, DEFAULT_LENGTH_LABELS
@@ -110,13 +110,6 @@ class Suite:
         return self._views[name]
 
 
-def _sample(records: Sequence[Record], k: int, seed: str) -> list[Record]:
-    ordered = sorted(records, key=lambda r: r.id)
-    if len(ordered) <= k:
-        return ordered
-    return sorted(random.Random(seed).sample(ordered, k), key=lambda r: r.id)
-
-
 def select_suite(test: Sequence[Record], train: Sequence[Record], *, cap_per_bucket: int, ref_pool: int,
                  seed: int, min_pool: int = MIN_POOL,
                  context_key: Sequence[str] = DEFAULT_CONTEXT_KEY) -> tuple[list[Record], list[Record], dict, dict]:
@@ -138,8 +131,8 @@ def select_suite(test: Sequence[Record], train: Sequence[Record], *, cap_per_buc
             dropped[group] = {"test": len(by_test[group]), "train": len(available),
                               "reason": f"fewer than {min_pool} train responses for the reference pool"}
             continue
-        chosen = _sample(by_test[group], cap_per_bucket, f"{seed}|items|{group}")
-        refs = _sample(available, ref_pool, f"{seed}|pool|{group}")
+        chosen = sorted(sample_stratum(by_test[group], cap_per_bucket, f"{seed}|items|{group}"), key=lambda r: r.id)
+        refs = sorted(sample_stratum(available, ref_pool, f"{seed}|pool|{group}"), key=lambda r: r.id)
         items += chosen
         pool += refs
         first = chosen[0]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data.stratify import stratified_records
+from ..data.stratify import stratified_sample
 from ..errors import ConfigError, PolyAlignError
 from ..io import read_json, write_json
 from .config import POLICIES, PipelineConfig, merged, resolve_section
@@ -263,7 +263,7 @@ def _samples(w: Wiring, method: str):
         from ..generate import generate_predictions
 
         s = w.config.samples
-        records = stratified_records(load_records(ctx.deps["data"], "train"), s.per_bucket, w.config.seed)
+        records = stratified_sample(load_records(ctx.deps["data"], "train"), w.config.seed, per_group=s.per_bucket)
         decoding = w.decoding({**s.decoding, "num_samples": s.num_samples})
         ctx.log(f"  sampling {s.num_samples} response(s) for {len(records)} train prompts")
         generate_predictions(w.model_path(method), records, ctx.work_dir, decoding, profile=w.config.profile)

@@ -8,8 +8,6 @@ start of the context/user turn); a response longer than the remaining budget is 
 
 from __future__ import annotations
 
-import random
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -99,35 +97,3 @@ def build_sft_examples(records: Sequence[Any], tokenizer: Any, bucket_index: dic
         stats.n_turns_dropped += turns
         stats.n_prompt_truncated += bool(dropped or (fit and fit.prompt_truncated))
     return examples, stats
-
-
-def random_subset(records: Sequence[Any], n: int | None, seed: int) -> list[Any]:
-    """A seeded uniform subset of `n` records (all when n is None or larger), in their original order."""
-    if n is None or n >= len(records):
-        return list(records)
-    keep = sorted(random.Random(seed).sample(range(len(records)), n))
-    return [records[i] for i in keep]
-
-
-def stratified_subset(records: Sequence[Any], n: int | None, seed: int) -> list[Any]:
-    """A seeded subset of `n` records that covers every bucket: buckets are visited round-robin (each shuffled),
-    so small buckets keep all their records and large ones fill the rest."""
-    if n is None or n >= len(records):
-        return list(records)
-    rng = random.Random(seed)
-    by_bucket: dict[str, list[int]] = defaultdict(list)
-    for i, record in enumerate(records):
-        by_bucket[_bucket_of(record)].append(i)
-    queues = []
-    for name in sorted(by_bucket):
-        members = by_bucket[name]
-        rng.shuffle(members)
-        queues.append(members)
-    chosen: list[int] = []
-    depth = 0
-    while len(chosen) < n:
-        for members in queues:
-            if depth < len(members) and len(chosen) < n:
-                chosen.append(members[depth])
-        depth += 1
-    return [records[i] for i in sorted(chosen)]

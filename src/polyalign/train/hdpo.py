@@ -28,7 +28,8 @@ from ..models.chat import count_tokens, fit_chat, pretrim_history
 from ..models.loading import check_model_source
 from ..pairs import load_pairs
 from . import hdpo_config
-from .examples import bucket_counts, random_subset
+from ..data.stratify import random_subset
+from .examples import bucket_counts
 from .hdpo_config import HDPOConfig, hdpo_terms
 from .hdpo_trainer import BucketMetricsLog, HDPOTrainer
 from .options import option_fields, option_values, reserved_training_keys, section_model, value_at

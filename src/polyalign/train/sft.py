@@ -27,8 +27,8 @@ from ..models.loading import check_model_source
 from .bucket_log import BucketLossLog
 from .bucket_sft_config import BucketSFTConfig
 from .bucket_trainer import BucketSFTTrainer
-from .examples import ExampleStats, build_sft_examples, bucket_counts, bucket_vocabulary, random_subset, \
-    stratified_subset
+from ..data.stratify import random_subset, stratified_sample
+from .examples import ExampleStats, build_sft_examples, bucket_counts, bucket_vocabulary
 from .options import option_values, reserved_training_keys, section_model
 from .run import LoraSection, TrainerParts, TrainingRun, check_trl_keys, make_trainer_args, run_training, silent, \
     trainer_defaults, training_tokenizer, work_dir
@@ -143,10 +143,10 @@ def build_sft_data(config: SFTRunConfig, data_dir: Path, tokenizer: Any, say: An
     evals: dict[str, list[dict[str, Any]]] = {}
     if eval_records:
         evals["val"], _ = build_sft_examples(
-            stratified_subset(eval_records, config.max_eval_samples, config.seed), tokenizer, bucket_index, **fit)
+            stratified_sample(eval_records, config.seed, total=config.max_eval_samples, order="input"), tokenizer, bucket_index, **fit)
     if config.final_eval:
         evals["train"], _ = build_sft_examples(
-            stratified_subset(train_subset, config.max_eval_samples, config.seed + 1), tokenizer, bucket_index,
+            stratified_sample(train_subset, config.seed + 1, total=config.max_eval_samples, order="input"), tokenizer, bucket_index,
             **fit)
     return SFTData(buckets, train_examples, train_stats, Dataset.from_list(train_examples),
                    {name: Dataset.from_list(rows) for name, rows in evals.items()})
