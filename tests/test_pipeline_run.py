@@ -179,3 +179,26 @@ def test_ladder_trains_every_rung_on_one_shared_pairs_stage_per_policy(tmp_path,
     for method in declared:
         pairs = "pairs_sft" if method in ("dpo", "hdpo_sft") else "pairs_bucket_sft"
         assert manifests[method]["config"]["pairs"] == str(runs / pairs / "pairs.jsonl")
+
+
+def test_every_stage_records_its_artifacts_summary(tmp_path, shared_data_dir):
+    """stage.json summaries come from the artifact classes (polyalign.artifacts), so their keys cannot drift from
+    what the stages write: every stage kind of a pipeline with a preference method is checked."""
+    config = small_config(tmp_path, shared_data_dir)
+    raw = yaml.safe_load(config.read_text())
+    raw.update(methods=["base", "sft", "hdpo"])
+    config.write_text(yaml.safe_dump(raw))
+    _, results = run_pipeline(config, log=_quiet)
+    expected = {"data": {"records", "buckets", "splits"}, "base": {"train_loss", "n_parameters"},
+                "suite": {"suite_version", "n_items", "groups"}, "sft": {"train_loss", "val_macro", "val_spread"},
+                "bucket_sft": {"train_loss", "val_macro"}, "samples_sft": {"n_rows", "new_tokens"},
+                "samples_bucket_sft": {"n_rows"}, "critic": {"heldout_auc"}, "pairs_bucket_sft": {"n_pairs"},
+                "hdpo": {"method", "train_loss", "n_train_pairs"}, "gen_sft": {"n_rows"},
+                "eval_sft": {"f1", "chrf", "n_scored"}, "compare": {"methods", "tests"}}
+    recorded = {r.name: json.loads((tmp_path / "runs" / r.name / "stage.json").read_text())["summary"]
+                for r in results}
+    assert set(expected) <= set(recorded)
+    for stage, keys in expected.items():
+        assert keys <= set(recorded[stage]), (stage, recorded[stage])
+    assert all(recorded[name] for name in recorded), [n for n in recorded if not recorded[n]]
+    assert recorded["hdpo"]["method"] == "hdpo" and recorded["data"]["records"] > 0

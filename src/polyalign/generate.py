@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 from .config import StrictModel
 from .errors import ConfigError, InputError, PolyAlignError
 from .io import append_jsonl, iter_jsonl, make_manifest, read_json, write_json
+from .models.loading import eos_token_ids as _eos_ids
 
 PREDICTIONS_FILE = "predictions.jsonl"
 BUCKET_FIELDS = ("bucket_id", "language", "track", "family", "length_bin")

@@ -41,16 +41,18 @@ class StageContext:
 
 @dataclass
 class Stage:
-    """One node of the graph. `run(ctx)` writes the stage's artifacts into `ctx.work_dir` and may return a dict
-    that is stored in the stage manifest (e.g. metrics)."""
+    """One node of the graph: its name, the stages it reads (`deps`), its settings (`config`, part of the cache
+    key), the files it reads (`inputs`), what it writes (`output`: the artifact class of its folder, whose
+    summary() is stored in stage.json) and `run(ctx)`, which writes that artifact into `ctx.work_dir`."""
 
     name: str
-    run: Callable[[StageContext], dict[str, Any] | None]
+    run: Callable[[StageContext], Any]
     deps: tuple[str, ...] = ()
     config: Any = None
     inputs: tuple[Path, ...] = ()
     resumable: bool = False
     description: str = ""
+    output: Callable[[Path], Any] | None = None
 
 
 @dataclass
@@ -197,7 +199,8 @@ class Pipeline:
         ctx = StageContext(name=stage.name, work_dir=partial, deps={d: self.out_dir(d) for d in stage.deps},
                            config=stage.config, resuming=resuming, log=self.log,
                            trainer_callbacks=self.trainer_callbacks)
-        summary = stage.run(ctx) or {}
+        returned = stage.run(ctx)
+        summary = stage.output(partial).summary() if stage.output is not None else (returned or {})
         (partial / KEY_FILE).unlink(missing_ok=True)
         write_json(partial / STAGE_RECORD, make_manifest(
             stage=stage.name, config=stage.config, started=started, inputs={d: str(p) for d, p in ctx.deps.items()},

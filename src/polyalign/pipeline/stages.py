@@ -21,7 +21,9 @@ from typing import Any
 
 from ..data.stratify import stratified_sample
 from ..errors import ConfigError, PolyAlignError
-from ..io import read_json, write_json
+from ..artifacts import Comparison, Critic, DataBuild, Evaluation, ExternalModel, ModelDir, Pairs, Predictions, \
+    SuiteDir
+from ..io import write_json
 from .config import POLICIES, PipelineConfig, merged, resolve_section
 from .graph import Stage, StageContext
 
@@ -54,8 +56,8 @@ class Wiring:
         if method == "base":
             if self.config.base.model:
                 return self.config.base.model
-            return str(self.dir("base") / "model")
-        return str(self.dir(method) / "model")
+            return str(model_dir(self.dir("base")).path)
+        return str(model_dir(self.dir(method)).path)
 
     def decoding(self, extra: dict[str, Any] | None = None) -> Any:
         from ..config import validate_config
@@ -71,7 +73,7 @@ class Wiring:
         from ..train.sft import SFTRunConfig, check_training_keys
 
         wired = {"model": self.model_path("base"), "data": str(self.dir("data")),
-                 "output_dir": str((work or self.dir(method)) / "model"), "seed": self.config.seed,
+                 "output_dir": str(model_dir(work or self.dir(method)).path), "seed": self.config.seed,
                  "profile": self.config.profile}
         config = validate_config(merged(self.sections[method], wired), SFTRunConfig, prefix=(method,))
         check_training_keys(config)
@@ -84,8 +86,8 @@ class Wiring:
         from ..train.hdpo import HDPORunConfig, LossSection, check_training_keys
 
         spec = self.config.preference[method]
-        wired = {"model": self.model_path(spec.init), "pairs": str(self.dir(f"pairs_{spec.pairs}") / "pairs.jsonl"),
-                 "output_dir": str((work or self.dir(method)) / "model"), "seed": self.config.seed}
+        wired = {"model": self.model_path(spec.init), "pairs": str(Pairs(self.dir(f"pairs_{spec.pairs}")).file),
+                 "output_dir": str(model_dir(work or self.dir(method)).path), "seed": self.config.seed}
         config = validate_config(merged(self.sections[spec.trainer], wired), HDPORunConfig,
                                  prefix=(spec.trainer,))
         if spec.loss:
@@ -136,7 +138,7 @@ class Wiring:
         from ..critic.fit import CriticConfig
 
         wired = {"data": str(self.dir("data")), "out": str(work or self.dir("critic")), "seed": self.config.seed,
-                 "predictions": [str(self.dir(f"samples_{p}") / "predictions.jsonl") for p in POLICIES]}
+                 "predictions": [str(Predictions(self.dir(f"samples_{p}")).file) for p in POLICIES]}
         return validate_config(merged(self.sections["critic"], wired), CriticConfig, prefix=("critic",))
 
     def pairs_config(self, policy: str, work: Path | None = None) -> Any:
@@ -147,7 +149,7 @@ class Wiring:
         wired = {"data": str(self.dir("data")), "critic": str(self.dir("critic")),
                  "out": str(work or self.dir(f"pairs_{policy}")), "seed": self.config.seed,
                  "profile": self.config.profile,
-                 "predictions": [str(self.dir(f"samples_{policy}") / "predictions.jsonl")]}
+                 "predictions": [str(Predictions(self.dir(f"samples_{policy}")).file)]}
         return validate_config(merged(self.sections["pairs"], wired), PairsConfig, prefix=("pairs",))
 
 
@@ -164,70 +166,67 @@ def check_loadable_model(model: str) -> None:
         raise PolyAlignError(f"base model '{model}' cannot be loaded: {str(exc).splitlines()[0]}") from None
 
 
-# -- stage bodies -------------------------------------------------------------------------------------------------
+# -- stage bodies: each writes its artifact into ctx.work_dir and reads its inputs through artifact classes --------
+
+
+def model_dir(stage_dir: Path) -> ModelDir:
+    """The model folder a training stage writes (`<stage>/model`)."""
+    return ModelDir(Path(stage_dir) / "model")
+
+
+def base_model(stage_dir: Path) -> Any:
+    """The base stage's artifact: its model folder, or base.json naming an external model."""
+    external = Path(stage_dir) / "base.json"
+    return ExternalModel(external) if external.exists() else model_dir(stage_dir)
 
 
 def _data(w: Wiring):
-    def run(ctx: StageContext) -> dict[str, Any]:
+    def run(ctx: StageContext) -> None:
         from ..data.build import build_dataset
 
-        summary = build_dataset(w.data_config, ctx.work_dir, progress=False)
-        return {k: summary[k] for k in ("n_records", "n_buckets") if k in summary}
+        build_dataset(w.data_config, ctx.work_dir, progress=False)
     return run
 
 
 def _base(w: Wiring):
-    def run(ctx: StageContext) -> dict[str, Any]:
+    def run(ctx: StageContext) -> None:
         base = w.config.base
         if base.model:
             write_json(ctx.work_dir / "base.json", {"model": base.model})
-            return {"model": base.model}
+            return
         from ..data.build import load_records
         from ..models.pretrain import PretrainConfig, pretrain
         from ..models.tiny import TinyModelConfig, init_tiny
 
-        records = load_records(ctx.deps["data"], "train")
+        records = load_records(DataBuild(ctx.deps["data"]).path, "train")
         init_dir = ctx.work_dir / "init"
         if not (init_dir / "config.json").exists():
             ctx.log("  building the tokenizer and the tiny model")
             init_tiny(records, init_dir, TinyModelConfig(**base.tiny))
         if base.pretrain is None:
-            init_dir.rename(ctx.work_dir / "model")
-            return {}
+            init_dir.rename(model_dir(ctx.work_dir).path)
+            return
         ctx.log("  pretraining the tiny base model on the train split's human text")
-        pretrain(init_dir, records, ctx.work_dir / "model", PretrainConfig(**base.pretrain), log=ctx.log,
+        pretrain(init_dir, records, model_dir(ctx.work_dir).path, PretrainConfig(**base.pretrain), log=ctx.log,
                  callbacks=ctx.trainer_callbacks())
-        manifest = read_json(ctx.work_dir / "model" / "manifest.json")
-        return {"train_loss": manifest.get("train_loss"), "n_parameters": manifest.get("n_parameters")}
     return run
 
 
 def _sft(w: Wiring, method: str):
-    def run(ctx: StageContext) -> dict[str, Any]:
+    def run(ctx: StageContext) -> None:
         from ..train.sft import run_sft
 
-        out = run_sft(w.sft_config(method, ctx.work_dir), log=lambda m, *a, **k: ctx.log(f"  {m}"),
-                      callbacks=ctx.trainer_callbacks())
-        return _final_losses(out)
+        run_sft(w.sft_config(method, ctx.work_dir), log=lambda m, *a, **k: ctx.log(f"  {m}"),
+                callbacks=ctx.trainer_callbacks())
     return run
 
 
-def _final_losses(model_dir: Path) -> dict[str, Any]:
-    manifest = read_json(Path(model_dir) / "manifest.json")
-    final = manifest.get("final_bucket_loss") or manifest.get("final") or {}
-    val = final.get("val") if isinstance(final, dict) else None
-    if isinstance(val, dict):
-        return {k: val[k] for k in ("spread", "worst_bucket", "worst_loss", "mean") if k in val}
-    return {}
-
-
 def _preference(w: Wiring, method: str):
-    def run(ctx: StageContext) -> dict[str, Any]:
+    def run(ctx: StageContext) -> None:
         from ..train.hdpo import run_hdpo
 
         config = w.preference_config(method, ctx.work_dir)  # plain DPO when its loss has every term off
         run_hdpo(config, log=lambda m, *a, **k: ctx.log(f"  {m}"), callbacks=ctx.trainer_callbacks())
-        return {"method": config.method}
     return run
 
 
@@ -246,83 +245,74 @@ def loss_description(config: Any) -> str:
 
 
 def _suite(w: Wiring):
-    def run(ctx: StageContext) -> dict[str, Any]:
+    def run(ctx: StageContext) -> None:
         from ..eval.suite import build_suite
 
         s = w.config.suite
-        build_suite(ctx.deps["data"], ctx.work_dir, cap_per_bucket=s.cap_per_bucket, seed=s.seed,
+        build_suite(DataBuild(ctx.deps["data"]).path, ctx.work_dir, cap_per_bucket=s.cap_per_bucket, seed=s.seed,
                     ref_pool=s.ref_pool, context_key=s.context_key)
-        manifest = read_json(ctx.work_dir / "manifest.json")
-        return {k: manifest[k] for k in ("n_items", "version") if k in manifest}
     return run
 
 
 def _samples(w: Wiring, method: str):
-    def run(ctx: StageContext) -> dict[str, Any]:
+    def run(ctx: StageContext) -> None:
         from ..data.build import load_records
         from ..generate import generate_predictions
 
         s = w.config.samples
-        records = stratified_sample(load_records(ctx.deps["data"], "train"), w.config.seed, per_group=s.per_bucket)
+        records = stratified_sample(load_records(DataBuild(ctx.deps["data"]).path, "train"), w.config.seed,
+                                    per_group=s.per_bucket)
         decoding = w.decoding({**s.decoding, "num_samples": s.num_samples})
         ctx.log(f"  sampling {s.num_samples} response(s) for {len(records)} train prompts")
         generate_predictions(w.model_path(method), records, ctx.work_dir, decoding, profile=w.config.profile)
-        return {"n_records": len(records)}
     return run
 
 
 def _critic(w: Wiring):
-    def run(ctx: StageContext) -> dict[str, Any]:
+    def run(ctx: StageContext) -> None:
         from ..critic.fit import fit_critic
 
         fit_critic(w.critic_config(ctx.work_dir))
-        metrics = read_json(ctx.work_dir / "metrics.json")
-        return {k: metrics[k] for k in ("auc", "heldout_auc") if k in metrics}
     return run
 
 
 def _pairs(w: Wiring, policy: str):
-    def run(ctx: StageContext) -> dict[str, Any]:
+    def run(ctx: StageContext) -> None:
         from ..pairs import build_pairs_stage
 
-        _, summary = build_pairs_stage(w.pairs_config(policy, ctx.work_dir))
-        return {k: summary[k] for k in ("n_pairs",) if k in summary}
+        build_pairs_stage(w.pairs_config(policy, ctx.work_dir))
     return run
 
 
 def _generate(w: Wiring, method: str):
-    def run(ctx: StageContext) -> dict[str, Any]:
+    def run(ctx: StageContext) -> None:
         from ..eval.suite import load_suite
         from ..generate import generate_predictions
 
-        suite = load_suite(ctx.deps["suite"])
+        suite = load_suite(SuiteDir(ctx.deps["suite"]).path)
         ctx.log(f"  generating for {len(suite.items)} suite items")
         generate_predictions(w.model_path(method), suite.items, ctx.work_dir, w.decoding(),
                              profile=w.config.profile)
-        return {"n_items": len(suite.items)}
     return run
 
 
 def _evaluate(w: Wiring, method: str):
-    def run(ctx: StageContext) -> dict[str, Any]:
+    def run(ctx: StageContext) -> None:
         from ..eval.runner import evaluate
 
-        evaluate(ctx.deps[f"gen_{method}"] / "predictions.jsonl", ctx.deps["suite"], ctx.work_dir,
+        evaluate(Predictions(ctx.deps[f"gen_{method}"]).file, SuiteDir(ctx.deps["suite"]).path, ctx.work_dir,
                  featurizer=w.config.eval.featurizer, featurizer_options=w.config.eval.featurizer_options,
                  seed=w.config.seed, name=w.config.label(method))
-        return {}
     return run
 
 
 def _compare(w: Wiring):
-    def run(ctx: StageContext) -> dict[str, Any]:
+    def run(ctx: StageContext) -> None:
         from ..eval.compare import compare_runs
 
         methods = w.config.methods
-        names = [w.config.label(m) for m in methods]
-        compare_runs([ctx.deps[f"eval_{m}"] for m in methods], ctx.work_dir, names=names,
-                     contrasts=w.config.contrast_labels())
-        return {"methods": names}
+        compare_runs([Evaluation(ctx.deps[f"eval_{m}"]).path for m in methods], ctx.work_dir,
+                     names=[w.config.label(m) for m in methods], contrasts=w.config.contrast_labels())
     return run
 
 
@@ -342,11 +332,12 @@ def pairs_policies(config: PipelineConfig) -> list[str]:
 
 def _sft_stages(w: Wiring, policy: str, with_samples: bool) -> list[Stage]:
     c = w.config
-    stages = [Stage(policy, _sft(w, policy), deps=("data", "base"), resumable=True,
+    stages = [Stage(policy, _sft(w, policy), deps=("data", "base"), resumable=True, output=model_dir,
                     config=w.sft_config(policy).model_dump(mode="json", exclude={"output_dir"}),
                     description=c.label(policy))]
     if with_samples:
         stages.append(Stage(f"samples_{policy}", _samples(w, policy), deps=("data", policy), resumable=True,
+                            output=Predictions,
                             config={**c.samples.model_dump(), "decoding": w.decoding(c.samples.decoding).model_dump(),
                                     "profile": c.profile, "seed": c.seed},
                             description=f"policy samples of {c.label(policy)} on train prompts"))
@@ -354,7 +345,7 @@ def _sft_stages(w: Wiring, policy: str, with_samples: bool) -> list[Stage]:
 
 
 def _pairs_stage(w: Wiring, policy: str) -> Stage:
-    return Stage(f"pairs_{policy}", _pairs(w, policy), deps=("data", "critic", f"samples_{policy}"),
+    return Stage(f"pairs_{policy}", _pairs(w, policy), deps=("data", "critic", f"samples_{policy}"), output=Pairs,
                  config=w.pairs_config(policy).model_dump(mode="json", exclude={"out"}),
                  description=f"preference pairs (rejected = {w.config.label(policy)} samples)")
 
@@ -363,6 +354,7 @@ def _preference_stage(w: Wiring, method: str) -> Stage:
     spec = w.config.preference[method]
     config = w.preference_config(method)
     return Stage(method, _preference(w, method), deps=(spec.init, f"pairs_{spec.pairs}"), resumable=True,
+                 output=model_dir,
                  config=config.model_dump(mode="json", exclude={"output_dir"}),
                  description=f"{w.config.label(method)}: {loss_description(config)} from "
                              f"{w.config.label(spec.init)} on pairs_{spec.pairs}")
@@ -372,9 +364,10 @@ def _method_stages(w: Wiring, method: str) -> list[Stage]:
     c = w.config
     model_stage = "base" if method == "base" else method
     return [Stage(f"gen_{method}", _generate(w, method), deps=("suite", model_stage), resumable=True,
+                  output=Predictions,
                   config={"decoding": w.decoding().model_dump(), "profile": c.profile, "model": method},
                   description=f"{c.label(method)}: generate on the suite"),
-            Stage(f"eval_{method}", _evaluate(w, method), deps=("suite", f"gen_{method}"),
+            Stage(f"eval_{method}", _evaluate(w, method), deps=("suite", f"gen_{method}"), output=Evaluation,
                   config={**c.eval.model_dump(), "seed": c.seed}, description=f"{c.label(method)}: score")]
 
 
@@ -383,25 +376,26 @@ def build_stages(w: Wiring) -> list[Stage]:
     c = w.config
     data_inputs = tuple(Path(s.path) for s in w.data_config.sources if Path(s.path).exists())
     stages = [
-        Stage("data", _data(w), config=w.data_config.model_dump(mode="json"), inputs=data_inputs,
+        Stage("data", _data(w), config=w.data_config.model_dump(mode="json"), inputs=data_inputs, output=DataBuild,
               description="normalize, dedup, split, bucket, features, references"),
         Stage("base", _base(w), deps=("data",), config=c.base.model_dump(mode="json"), resumable=True,
+              output=base_model,
               description="the base LM" + ("" if c.base.model else " (tiny, built and pretrained here)")),
-        Stage("suite", _suite(w), deps=("data",), config=c.suite.model_dump(),
+        Stage("suite", _suite(w), deps=("data",), config=c.suite.model_dump(), output=SuiteDir,
               description="evaluation suite from the test split, drawn per context group"),
     ]
     preference = c.preference_methods()
     for policy in needed_policies(c):
         stages.extend(_sft_stages(w, policy, with_samples=bool(preference)))
     if preference:
-        stages.append(Stage("critic", _critic(w), deps=("data", *(f"samples_{p}" for p in POLICIES)),
+        stages.append(Stage("critic", _critic(w), deps=("data", *(f"samples_{p}" for p in POLICIES)), output=Critic,
                             config=w.critic_config().model_dump(mode="json", exclude={"out"}),
                             description="bucket-conditioned critic: human vs model"))
         stages.extend(_pairs_stage(w, policy) for policy in pairs_policies(c))
         stages.extend(_preference_stage(w, method) for method in preference)
     for method in c.methods:
         stages.extend(_method_stages(w, method))
-    stages.append(Stage("compare", _compare(w), deps=tuple(f"eval_{m}" for m in c.methods),
+    stages.append(Stage("compare", _compare(w), deps=tuple(f"eval_{m}" for m in c.methods), output=Comparison,
                         config={"methods": list(c.methods), "contrasts": c.listed_contrasts()},
                         description="side-by-side report with paired tests"))
     return stages
