@@ -63,3 +63,14 @@ def test_the_cli_runs_after_a_clean_import() -> None:
     result = _run_cli_with("", "--help")
     assert result.returncode == 0, result.stderr
     assert "pairs" in result.stdout and "suite" in result.stdout
+
+
+def test_starting_the_cli_does_not_load_torch():
+    """`polyalign --help` and every verb's parsing stay fast: torch, transformers and trl load only in the verb
+    bodies that need them."""
+    import subprocess
+    import sys
+
+    code = "import sys, polyalign.cli; print(sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out

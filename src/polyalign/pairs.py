@@ -319,6 +319,8 @@ def summarize_pairs(rows: Sequence[Mapping[str, Any]], skipped: Mapping[str, int
 def build_pairs_stage(config: PairsConfig) -> tuple[Path, dict[str, Any]]:
     """`polyalign pairs build`: read records, predictions and the critic; write pairs.jsonl, summary.json and
     manifest.json to config.out atomically. Returns (out dir, summary)."""
+    # deferred: the trainers import this module for load_pairs; the critic (torch + sklearn, 3.9 s measured)
+    # is needed only when pairs are built
     from .critic.fit import read_prediction_rows
     from .critic.model import load_critic
     from .data.build import load_records

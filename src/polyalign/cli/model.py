@@ -10,7 +10,6 @@ from ..config import load_config, parse_override, validate_config
 from ..data.build import load_records
 from ..io import read_json, sha256_file
 from ..models.loading import check_model_source
-from ..models.pretrain import PretrainConfig, pretrain
 from ..models.tiny import TinyModelConfig, init_tiny
 from ..progress import quiet_libraries
 from .common import console, err_console
@@ -75,6 +74,9 @@ def pretrain_cmd(
     overrides = parse_override(set_) if set_ else {}
     if max_steps is not None:
         overrides["max_steps"] = max_steps
+    # deferred: models.pretrain loads torch and transformers (+5.6 s on every `polyalign` start, measured)
+    from ..models.pretrain import PretrainConfig, pretrain
+
     cfg = (load_config(config, PretrainConfig, overrides or None) if config
            else validate_config(overrides, PretrainConfig))
     check_model_source(model)

@@ -24,6 +24,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
 from ..errors import PolyAlignError
+from ..data.references import robust_scale, shrunk_covariance
 
 METHODS = ("band", "mahalanobis", "knn")
 BASELINE_QUANTILES = (0.10, 0.50, 0.90, 0.99)
@@ -80,8 +81,6 @@ def bucket_stats_from_references(references: Any) -> dict[str, BucketStats]:
 def bucket_stats_from_matrix(x: np.ndarray) -> BucketStats:
     """Statistics of a matrix of human feature rows, computed as the data layer's references compute them
     (robust scale and shrunk covariance of polyalign.data.references); for callers without a References object."""
-    from ..data.references import robust_scale, shrunk_covariance
-
     x = np.atleast_2d(np.asarray(x, dtype=np.float64))
     q10, q50, q90 = np.quantile(x, [0.10, 0.50, 0.90], axis=0)
     std = x.std(axis=0)

@@ -9,24 +9,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import PolyAlignError
 from ..io import atomic_path, sha256_json
+from ..data.features import FEATURE_NAMES, feature_matrix
+from ..models.loading import load_causal_lm, load_tokenizer, resolve_device
 
 Featurizer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
 
 def linguistic_features(texts: Sequence[str], languages: Sequence[str]) -> np.ndarray:
     """The data layer's bilingual feature matrix [n, F] (polyalign.data.features.feature_matrix)."""
-    from ..data.features import feature_matrix
-
     return np.asarray(feature_matrix(list(texts), list(languages)), dtype=np.float64)
 
 
 def linguistic_feature_names() -> list[str]:
     """Names of the columns of `linguistic_features`."""
-    from ..data.features import FEATURE_NAMES
-
     return list(FEATURE_NAMES)
 
 
@@ -111,8 +110,6 @@ class HiddenStateEncoder:
     def _load(self) -> None:
         if self._model is not None:
             return
-        from ..models.loading import load_causal_lm, load_tokenizer, resolve_device
-
         self.device = resolve_device(self.device)
         self._tokenizer = load_tokenizer(self.model_name, padding_side="right")
         self._model = load_causal_lm(self.model_name, dtype="float32", device=self.device).base_model
@@ -145,8 +142,6 @@ class HiddenStateEncoder:
         missing = sorted({k: t for k, t in zip(keys, texts) if k not in cache}.items(), key=lambda kv: len(kv[1]))
         if missing:
             self._load()
-            import torch
-
             for start in range(0, len(missing), self.batch_size):
                 chunk = missing[start:start + self.batch_size]
                 enc = self._tokenizer([t for _, t in chunk], return_tensors="pt", padding=True, truncation=True,

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 from sklearn.metrics import roc_auc_score
+import torch
 
 from ..config import StrictModel
 from ..errors import ConfigError, InputError, PolyAlignError
@@ -26,6 +27,8 @@ from .model import DEFAULT_MIN_AUC, DEFAULT_MIN_SCORE_STD, ClosedFormCritic, Cri
     critic_weakness, save_critic_files
 
 from .training import HUMAN, MODEL, class_balanced_weights, split_by_record, train_critic_net
+from ..data.references import References
+from ..data.build import load_feature_names, load_features, load_records
 
 
 class CriticConfig(StrictModel):
@@ -173,8 +176,6 @@ def fit_learned_critic(data: CriticData, stats: Mapping[str, BucketStats], masks
         hidden = encoder.encode(data.texts)
         hidden_mean = hidden[fit_mask].mean(axis=0)
         hidden_std = np.maximum(hidden[fit_mask].std(axis=0), 1e-6)
-    import torch
-
     critic = LearnedCritic(CriticNet(1, 1), vocab, standardizer, feature_names, hidden_encoder=encoder,
                            hidden_mean=hidden_mean, hidden_std=hidden_std, featurizer=featurizer)
     inputs = critic.inputs(data.x, data.bucket_ids.tolist(), data.texts)
@@ -306,8 +307,6 @@ def _check_inputs(config: CriticConfig) -> None:
 
 def load_split_features(data_dir: Path, split: str, records: Sequence[Any]) -> np.ndarray:
     """The data build's feature rows of `split`, in the order of `records` (error if one is missing)."""
-    from ..data.build import load_feature_names, load_features
-
     names = load_feature_names(data_dir)
     if names != linguistic_feature_names():
         raise InputError("the data build's feature columns differ from this version's features; rebuild the data",
@@ -323,16 +322,12 @@ def load_split_features(data_dir: Path, split: str, records: Sequence[Any]) -> n
 
 def load_bucket_stats(data_dir: Path) -> dict[str, BucketStats]:
     """Per-bucket statistics from the data build's references.json."""
-    from ..data.references import References
-
     return bucket_stats_from_references(References.load(Path(data_dir) / "references.json"))
 
 
 def compute_human_baseline(data_dir: Path, stats: Mapping[str, BucketStats], train_records: Sequence[Any],
                            train_x: np.ndarray, *, k: int = 10, critic: Critic | None = None) -> dict[str, Any]:
     """Distances of held-out (val) human responses to train references, per method (and for `critic`)."""
-    from ..data.build import load_records
-
     val_records = load_records(data_dir, "val")
     val_x = load_split_features(data_dir, "val", val_records)
     val_buckets = np.array([_get(r, "bucket_id") for r in val_records], dtype=object)
@@ -353,8 +348,6 @@ def compute_human_baseline(data_dir: Path, stats: Mapping[str, BucketStats], tra
 
 def fit_critic(config: CriticConfig) -> Path:
     """Fit the critic described by `config` and write its bundle to config.out; return the bundle path."""
-    from ..data.build import load_records
-
     started = time.time()
     _check_inputs(config)
     data_dir = Path(config.data)

@@ -25,6 +25,7 @@ from ..io import read_json
 from .distance import BucketStats, SupportDistance
 from .featurize import FeatureStandardizer, Featurizer, HiddenStateEncoder, linguistic_feature_names, \
     linguistic_features
+from ..io import write_json
 
 BUNDLE_FORMAT = 1
 UNKNOWN_BUCKET = "__unknown_bucket__"
@@ -259,8 +260,6 @@ def ensure_not_constant(scores: np.ndarray, texts: Sequence[str], *, allow_weak:
 
 def save_critic_files(critic: LearnedCritic | ClosedFormCritic, directory: Path) -> None:
     """Write critic.json and critic.pt into `directory` (the caller writes metrics and manifest atomically)."""
-    from ..io import write_json
-
     directory.mkdir(parents=True, exist_ok=True)
     write_json(directory / "critic.json", critic.config_json())
     torch.save(critic.state(), directory / "critic.pt")

@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import InputError
 from ..io import iter_jsonl, write_jsonl
 from .model import Critic, ensure_not_constant
+from .distance import summarize
 
 
 def read_scoring_rows(path: str | Path, *, text_field: str, language_field: str = "language",
@@ -44,8 +45,6 @@ def score_jsonl(critic: Critic, input_path: str | Path, out_path: str | Path, *,
                 unknown: str = "error", allow_weak: bool = False) -> dict[str, Any]:
     """Write `input_path`'s rows to `out_path` (atomically) with `score_field` = critic distance added; return a
     summary (n, mean, quantiles)."""
-    from .distance import summarize
-
     rows = read_scoring_rows(input_path, text_field=text_field, language_field=language_field,
                              bucket_field=bucket_field)
     scores = score_rows(critic, rows, text_field=text_field, language_field=language_field,

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch.nn.functional as F
+import torch
 
 from ..errors import PolyAlignError
 from .model import CriticNet
@@ -59,8 +61,6 @@ def class_balanced_weights(labels: np.ndarray, bucket_ids: np.ndarray) -> np.nda
 
 def _weighted_loss(net: CriticNet, inputs: Any, index: Any, labels: Any, weights: Any, aux: Any,
                    aux_weight: float) -> Any:
-    import torch.nn.functional as F
-
     out = net(inputs, index)
     bce = F.binary_cross_entropy_with_logits(out[:, 0], labels, reduction="none")
     loss = (weights * bce).sum() / weights.sum().clamp(min=1e-12)
@@ -75,8 +75,6 @@ def train_critic_net(inputs: np.ndarray, bucket_index: np.ndarray, labels: np.nd
                      aux_targets: np.ndarray | None = None) -> tuple[CriticNet, list[dict[str, float]]]:
     """Train the MLP with class-balanced weighted BCE on the fit rows; keep the state with the lowest weighted
     loss on the early-stop rows. Returns (net, per-epoch history)."""
-    import torch
-
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     aux_weight = config.aux_band_weight if aux_targets is not None else 0.0

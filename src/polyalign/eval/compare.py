@@ -18,6 +18,7 @@ from .tables import fmt, html_table, md_table
 from .headline import HEADLINE_METRICS
 from .registry import all_metrics, load_all
 from .runner import frontier_buckets, frontier_points
+from .registry import closeness
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
@@ -65,8 +66,6 @@ def comparison_table(runs: dict[str, dict[str, Any]], metrics: Sequence[str] | N
 
 
 def _best(spec: Any, values: dict[str, float | None], human: float | None) -> str | None:
-    from .registry import closeness
-
     scored = {k: closeness(spec, v, human) for k, v in values.items() if v is not None}
     scored = {k: v for k, v in scored.items() if v is not None}
     return min(scored, key=scored.get) if scored else None

@@ -6,6 +6,8 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+from sacrebleu.metrics import BLEU
+from sacrebleu.metrics.helpers import extract_all_word_ngrams
 
 from .registry import register_metric
 from .tokenize import content_tokens
@@ -49,9 +51,6 @@ def self_bleu(texts: Sequence[str], language: str, *, seed: int = 0, max_candida
 
     Each candidate's score equals sacrebleu's ``BLEU(tokenize=…, effective_order=True).sentence_score(candidate,
     references)``; the n-gram counts of every text are extracted once and reused across candidates."""
-    from sacrebleu.metrics import BLEU
-    from sacrebleu.metrics.helpers import extract_all_word_ngrams
-
     texts = list(texts)
     n = len(texts)
     if n < 2:

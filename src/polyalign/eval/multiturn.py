@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import regex
 from scipy.stats import wasserstein_distance
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from ..text import count_length_tokens
 from .naturalness import robust_scale
@@ -47,9 +49,6 @@ class CouplingSpace:
         self._svd = None
 
     def fit(self, prompts: Sequence[str], responses: Sequence[str]) -> CouplingSpace:
-        from sklearn.decomposition import TruncatedSVD
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
         texts = list(prompts) + list(responses)
         self._tfidf = TfidfVectorizer(analyzer=content_tokens, sublinear_tf=True, dtype=np.float32)
         matrix = self._tfidf.fit_transform(texts)

@@ -20,6 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import trim_mean
+from sklearn.covariance import LedoitWolf
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from ..data.references import robust_scale
 from .registry import register_metric
@@ -137,8 +142,6 @@ def joint_inside(x: np.ndarray, r: np.ndarray, scaler: FeatureScaler, *, level: 
                  seed: int = 0) -> np.ndarray | None:
     """Per response of x: the share of the two cross-fitted regions of r that hold it (0, ½ or 1); None when
     either side is too small."""
-    from sklearn.covariance import LedoitWolf
-
     if len(x) == 0 or len(r) < 2 * MIN_SIZE or not scaler.used.any():
         return None
     zx, zr = scaler.squashed(x), scaler.squashed(r)
@@ -175,11 +178,6 @@ def c2st_predictions(x: np.ndarray, r: np.ndarray, scaler: FeatureScaler, *, fol
                      seed: int = 0) -> tuple[float, np.ndarray, float] | None:
     """(accuracy, per-response out-of-fold correctness of x averaged over repeats (NaN where a response was
     never drawn), mean correctness on the pool side); None when a side is too small."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     n = min(len(x), len(r), max_per_side)
     if n < MIN_SIZE or not scaler.used.any():
         return None

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sklearn.decomposition import PCA
 
 from ..io import atomic_path, make_manifest, write_json, write_text
 from . import conditional, plots, report
@@ -38,9 +41,6 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[str], None] | Non
     if not enabled:
         yield None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("scoring buckets", total=total)
@@ -53,8 +53,6 @@ def _progress(enabled: bool, total: int) -> Iterator[Callable[[str], None] | Non
 
 def _projection(human: HumanSide, suite: Suite, model_embeddings: np.ndarray, present: np.ndarray) -> dict:
     """2-D coordinates (PCA fit on the pool's embeddings) of pool, held-out humans and the model."""
-    from sklearn.decomposition import PCA
-
     pca = PCA(n_components=2, random_state=0).fit(human.pool_embeddings)
     model_xy = np.full((len(suite.items), 2), np.nan)
     if present.any():

@@ -35,6 +35,8 @@ from ..errors import InputError
 from ..io import atomic_path, iter_jsonl, make_manifest, read_json, sha256_file, sha256_json, write_json
 from ..text import DEFAULT_LENGTH_EDGES, DEFAULT_LENGTH_LABELS
 from .views import DEFAULT_CONTEXT_KEY, View, context_id, make_view, validate_context_key
+from ..data.features import FEATURE_NAMES, feature_matrix
+from ..data.build import load_records
 
 FeatureFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 MIN_POOL = 20  # a bucket whose train pool is smaller cannot be scored; its items are dropped (and reported)
@@ -42,8 +44,6 @@ MIN_POOL = 20  # a bucket whose train pool is smaller cannot be scored; its item
 
 def default_feature_fn() -> tuple[FeatureFn, list[str]]:
     """The data layer's feature extractor and its feature names."""
-    from ..data.features import FEATURE_NAMES, feature_matrix
-
     return feature_matrix, list(FEATURE_NAMES)
 
 
@@ -218,8 +218,6 @@ def build_suite(data_dir: str | Path, out_dir: str | Path, *, cap_per_bucket: in
                 split: str = "test") -> Path:
     """Build a suite from a `polyalign data build` directory: items from TEST (or `split`, e.g. val for choosing
     settings), reference pools from TRAIN, both drawn per context group."""
-    from ..data.build import load_records
-
     started = time.time()
     data_dir = Path(data_dir)
     if not (data_dir / "records").is_dir():

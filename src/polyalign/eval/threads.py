@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from threadpoolctl import threadpool_limits
 
 
 @contextlib.contextmanager
 def single_threaded() -> Iterator[None]:
     """Limit BLAS/OpenMP pools (threadpoolctl) and faiss to one thread; restore them afterwards."""
-    from threadpoolctl import threadpool_limits
-
-    try:
+    try:  # deferred: faiss is only worth limiting when mauve-text has loaded it
         import faiss
     except ImportError:  # pragma: no cover - faiss is a pinned dependency
         faiss = None

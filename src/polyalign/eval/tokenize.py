@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 
 import regex
+import jieba
 
 from ..text import length_tokens
 
@@ -47,8 +48,6 @@ def zh_char_tokens(text: str) -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def _jieba():
-    import jieba
-
     jieba.setLogLevel(60)
     jieba.initialize()
     return jieba

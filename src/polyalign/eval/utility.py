@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Hashable, Sequence
 
 import numpy as np
+from sacrebleu.metrics import CHRF
 
 from .registry import register_metric
 from .tokenize import utility_tokens
@@ -105,8 +106,6 @@ def chrf_score(predictions: Sequence[str], golds: Sequence[str]) -> float:
 
 def chrf_item_scores(predictions: Sequence[str], golds: Sequence[str]) -> np.ndarray:
     """Sentence chrF (0–100) of each prediction against its gold reference."""
-    from sacrebleu.metrics import CHRF
-
     if len(predictions) != len(golds):
         raise ValueError("predictions and golds must have the same length")
     metric = CHRF()
