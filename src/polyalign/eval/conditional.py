@@ -87,8 +87,7 @@ def bin_index(lengths: Sequence[float], edges: Sequence[int]) -> np.ndarray:
                  "variation distance between the shares of the group's responses per length bin and the shares "
                  "of its human pool (0 = the same length mix, 1 = disjoint).",
                  "TV_g = ½ Σ_bins |share_X(bin) − share_R(bin)|", ideal=0.0,
-                 score=lambda g, take: length_bin_tv(_bins(g)[take], g.reference.bins,
-                                                     len(g.suite.length_edges) + 1),
+                 score=lambda g, take: length_bin_tv(_bins(g)[take], g.reference.bins, g.human.reference.n_bins),
                  resample=True, min_items=MIN_SIZE, min_pool=2 * MIN_SIZE)
 def length_bin_tv(x_bins: np.ndarray, r_bins: np.ndarray, n_bins: int) -> float:
     """Total variation between the bin shares of two samples of bin indices."""
