@@ -55,8 +55,6 @@ def test_prompt_auc_is_one_for_prompt_specific_answers_and_half_for_prompt_blind
     inputs = space.embed(["apples and pears", "trains and buses", "violins and cellos"])
     specific = space.embed(["pears are sweet", "buses and trains run", "a cello and a violin"])
     assert conditional.prompt_auc_items(specific, inputs).tolist() == [1.0, 1.0, 1.0]
-    blind = space.embed(["hello", "hello", "hello"])
-    assert conditional.prompt_auc_items(blind, inputs).mean() == pytest.approx(0.5, abs=0.35)
     same_text = space.embed(["pears are sweet"] * 3)
     aucs = conditional.prompt_auc_items(same_text, inputs)
     assert aucs.mean() == pytest.approx(0.5)  # one fixed answer: its own prompt wins exactly as often as it loses
