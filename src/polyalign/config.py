@@ -82,11 +82,34 @@ def load_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
     return (data if data is not None else {}), _yaml_line_index(text)
 
 
-def load_config(path: str | Path, model: type[M], overrides: dict[str, Any] | None = None) -> M:
-    """Load a YAML file into a strict config model; relative paths stay relative to the working directory."""
-    data, lines = load_yaml(path)
+def read_yaml_extends(path: str | Path, what: str = "YAML config", seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML mapping laid over the file it `extends:` (in the same folder, so that relative paths in both mean
+    the same), recursively."""
+    path = Path(path)
+    data, _ = load_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends: must name a {what} file")
+    parent_path = (path.parent / parent).resolve()
+    if parent_path.parent != path.parent.resolve():
+        raise ConfigError(f"{path}: extends: {parent} must be in the same folder (relative paths in both files "
+                          f"are read from that folder)")
+    if parent_path in seen or parent_path == path.resolve():
+        raise ConfigError(f"{path}: extends: {parent} extends this file again (a cycle)")
+    if not parent_path.exists():
+        raise ConfigError(f"{path}: extends: config file not found: {parent_path}")
+    return deep_update(read_yaml_extends(parent_path, what, (*seen, path.resolve())), data)
+
+
+def load_config(path: str | Path, model: type[M], overrides: dict[str, Any] | None = None) -> M:
+    """Load a YAML file (over the file it `extends:`, if any) into a strict config model; relative paths stay
+    relative to the working directory."""
+    data = read_yaml_extends(path)
+    _, lines = load_yaml(path)
     if overrides:
         data = deep_update(data, overrides)
     return validate_config(data, model, file=path, lines=lines)

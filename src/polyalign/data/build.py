@@ -205,8 +205,12 @@ def build_dataset(config: DataConfig, out_dir: str | Path, *, skip_invalid: bool
     timings: dict[str, float] = {}
     with _Progress(progress, [s.name for s in config.sources]) as bar, _timed(timings, "read_normalize_s"):
         records, source_stats = collect_records(config, skip_invalid=skip, on_item=bar.advance)
+    if config.languages is not None:
+        records = keep_languages(records, config.languages, source_stats)
     if not records:
-        raise InputError("no valid records in any source", field="sources")
+        raise InputError("no valid records in any source" + (f" in languages {config.languages}"
+                                                             if config.languages is not None else ""),
+                         field="sources")
     with _timed(timings, "split_dedup_bucket_s"):
         records, dedup_report = split_and_dedup(config, records)
         plan = plan_buckets(records, config.bucket_key, config.length_labels, config.min_bucket_size)
@@ -232,6 +236,19 @@ def build_dataset(config: DataConfig, out_dir: str | Path, *, skip_invalid: bool
             stage="data", config=config.model_dump(mode="json"), inputs=input_hashes(config), seed=config.seed,
             started=started, extra={"summary": summary, "feature_names": list(FEATURE_NAMES)}))
     return summary
+
+
+def keep_languages(records: list[Record], languages: Sequence[str],
+                   source_stats: dict[str, dict[str, Any]]) -> list[Record]:
+    """The records in `languages`; the others are counted per source as filtered (reason `other_language_records`)."""
+    kept = []
+    for record in records:
+        if record.language in languages:
+            kept.append(record)
+        else:
+            filtered = source_stats[record.source]["filtered"]
+            filtered["other_language_records"] = filtered.get("other_language_records", 0) + 1
+    return kept
 
 
 def _check_source_paths(config: DataConfig) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from ..config import StrictModel, deep_update, load_yaml, validate_config
+from ..config import StrictModel, deep_update, load_yaml, read_yaml_extends, validate_config
 from ..errors import ConfigError
 from ..text import DEFAULT_LENGTH_EDGES, DEFAULT_LENGTH_LABELS
 from .formats import FORMATS
@@ -200,6 +200,9 @@ class DataConfig(StrictModel):
                                               f"{', '.join(BUCKET_KEY_FIELDS)}")
     skip_invalid: bool = Field(False, description="skip and count invalid lines/conversations instead of "
                                                   "stopping at the first one")
+    languages: list[Literal["en", "zh"]] | None = Field(None, description="keep only records in these languages "
+                                                        "(null: all); the others are counted as filtered. The "
+                                                        "split of a record does not depend on it")
 
     @field_validator("length_edges")
     @classmethod
@@ -247,9 +250,8 @@ def load_data_config(path: str | Path, overrides: dict[str, Any] | None = None) 
     """Load a data config; resolve source paths against the YAML file's folder and check that file sources
     exist (a ConfigError naming the YAML line otherwise). Hub ids of `hf` sources are kept as they are."""
     path = Path(path)
-    data, lines = load_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    data = read_yaml_extends(path, "data config")
+    _, lines = load_yaml(path)
     if overrides:
         data = deep_update(data, overrides)
     config = validate_config(data, DataConfig, file=path, lines=lines)

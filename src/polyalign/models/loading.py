@@ -73,9 +73,10 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
-def load_tokenizer(path_or_id: str | Path, *, padding_side: str = "left", **kwargs: Any) -> PreTrainedTokenizerBase:
+def load_tokenizer(path_or_id: str | Path, *, padding_side: str = "left", chat: bool = False,
+                   **kwargs: Any) -> PreTrainedTokenizerBase:
     """The tokenizer of a model folder or Hub id, ready for batched generation: left padding, and the eos token
-    as pad token when the tokenizer has none."""
+    as pad token when the tokenizer has none. `chat`: refuse a tokenizer without a chat template."""
     from transformers import AutoTokenizer
 
     source = check_model_source(path_or_id)
@@ -88,6 +89,8 @@ def load_tokenizer(path_or_id: str | Path, *, padding_side: str = "left", **kwar
         if tokenizer.eos_token is None:
             raise PolyAlignError(f"the tokenizer of '{source}' has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
+    if chat:
+        check_chat_template(tokenizer, source)
     tokenizer.padding_side = padding_side
     return tokenizer
 
@@ -128,3 +131,33 @@ def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
+
+
+PROBE_CHAT = [{"role": "user", "content": "PROBE-USER"}, {"role": "assistant", "content": "PROBE-ASSISTANT"}]
+
+
+def check_chat_template(tokenizer: Any, source: str) -> None:
+    """Refuse a tokenizer without a chat template: every stage renders conversations with the model's own."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise PolyAlignError(f"the tokenizer of '{source}' has no chat template (tokenizer_config.json "
+                             f"chat_template or chat_template.jinja): PolyAlign renders every conversation with "
+                             f"the model's own template; add one (e.g. with transformers' "
+                             f"tokenizer.chat_template = ...; tokenizer.save_pretrained(folder))")
+
+
+def template_end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """The special tokens the chat template writes right after an assistant's content (ChatML's <|im_end|>,
+    Llama 3's <|eot_id|>, ...): the tokens a model must emit to end its turn."""
+    try:
+        text = tokenizer.apply_chat_template(PROBE_CHAT, tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that cannot render is reported where it is used
+        return []
+    _, _, tail = text.partition(PROBE_CHAT[1]["content"])
+    ids = tokenizer(tail, add_special_tokens=False)["input_ids"] if tail else []
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    out: list[int] = []
+    for token_id in ids:
+        if token_id not in special:
+            break
+        out.append(token_id)
+    return out[:1]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import StrictModel, deep_update, load_yaml, validate_config
+from ..config import StrictModel, deep_update, load_yaml, read_yaml_extends, validate_config
 from ..errors import ConfigError
 from ..eval.views import DEFAULT_CONTEXT_KEY, validate_context_key
 
@@ -181,36 +181,35 @@ def check_method_name(name: str) -> None:
         raise ValueError(f"preference method name {name!r} is taken by a stage; pick another name")
 
 
-def read_pipeline_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A pipeline YAML as a mapping, laid over the config it `extends:` (a file in the same folder, so that
-    relative paths in both mean the same)."""
-    data, _ = load_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
-    parent = data.pop("extends", None)
-    if parent is None:
-        return data
-    if not isinstance(parent, str):
-        raise ConfigError(f"{path}: extends: must name a pipeline YAML file")
-    parent_path = (path.parent / parent).resolve()
-    if parent_path.parent != path.parent.resolve():
-        raise ConfigError(f"{path}: extends: {parent} must be in the same folder (relative paths in both files "
-                          f"are read from that folder)")
-    if parent_path in seen or parent_path == path.resolve():
-        raise ConfigError(f"{path}: extends: {parent} extends this file again (a cycle)")
-    if not parent_path.exists():
-        raise ConfigError(f"{path}: extends: config file not found: {parent_path}")
-    return deep_update(read_pipeline_yaml(parent_path, (*seen, path.resolve())), data)
-
-
 def load_pipeline_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
     """Load and validate a pipeline YAML (with what it extends, then the overrides on top)."""
     path = Path(path)
-    data = read_pipeline_yaml(path)
+    data = read_yaml_extends(path, "pipeline YAML")
     if overrides:
-        data = deep_update(data, overrides)
+        data = deep_update(inline_overridden_sections(data, overrides, path.parent), overrides)
     _, lines = load_yaml(path)
     return validate_config(data, PipelineConfig, file=path, lines=lines)
+
+
+STAGE_SECTIONS = ("sft", "bucket_sft", "dpo", "hdpo", "critic", "pairs")
+
+
+def inline_overridden_sections(data: dict[str, Any], overrides: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """`data` with every section that names a file and gets overridden keys (`--set sft.training.max_steps=9`)
+    replaced by that file's settings, so that the override lands on them instead of replacing the file name.
+    A data file's relative source paths are made absolute first (they are relative to its own folder)."""
+    data = dict(data)
+    for name in (*STAGE_SECTIONS, "data"):
+        if not (isinstance(overrides.get(name), dict) and isinstance(data.get(name), str)):
+            continue
+        settings, file = resolve_section(data[name], base_dir, name)
+        if name == "data":
+            for source in settings.get("sources") or []:
+                raw = Path(str(source.get("path", ""))).expanduser()
+                if isinstance(source, dict) and not raw.is_absolute() and (file.parent / raw).exists():
+                    source["path"] = str((file.parent / raw).resolve())
+        data[name] = settings
+    return data
 
 
 def resolve_section(value: str | dict[str, Any], base_dir: Path, what: str) -> tuple[dict[str, Any], Path | None]:
@@ -223,10 +222,7 @@ def resolve_section(value: str | dict[str, Any], base_dir: Path, what: str) -> t
         path = base_dir / path
     if not path.exists():
         raise ConfigError(f"{what}: config file not found: {path}")
-    data, _ = load_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
-    return data, path
+    return read_yaml_extends(path, what), path
 
 
 def merged(settings: dict[str, Any], wired: dict[str, Any]) -> dict[str, Any]:

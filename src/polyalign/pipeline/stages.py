@@ -24,7 +24,7 @@ from ..errors import ConfigError, PolyAlignError
 from ..artifacts import Comparison, Critic, DataBuild, Evaluation, ExternalModel, ModelDir, Pairs, Predictions, \
     SuiteDir
 from ..io import write_json
-from .config import POLICIES, PipelineConfig, merged, resolve_section
+from .config import POLICIES, STAGE_SECTIONS, PipelineConfig, merged, resolve_section
 from .graph import Stage, StageContext
 
 
@@ -51,7 +51,7 @@ class Wiring:
             self.data_config = resolve_paths(validate_config(config.data, DataConfig, prefix=("data",)),
                                              self.base_dir)
         self.sections: dict[str, dict[str, Any]] = {}
-        for name in ("sft", "bucket_sft", "dpo", "hdpo", "critic", "pairs"):
+        for name in STAGE_SECTIONS:
             self.sections[name], _ = resolve_section(getattr(config, name), self.base_dir, name)
 
     def dir(self, stage: str) -> Path:
@@ -173,6 +173,12 @@ def check_loadable_model(model: str) -> None:
 
 
 # -- stage bodies: each writes its artifact into ctx.work_dir and reads its inputs through artifact classes --------
+
+
+def data_stage_key(config: Any) -> dict[str, Any]:
+    """The data config as the data stage's cache key. `languages` joined the config later: left at null it stays
+    out of the key, so that builds cached before it existed stay valid."""
+    return config.model_dump(mode="json", exclude={"languages"} if config.languages is None else None)
 
 
 def model_dir(stage_dir: Path) -> ModelDir:
@@ -382,7 +388,7 @@ def build_stages(w: Wiring) -> list[Stage]:
     c = w.config
     data_inputs = tuple(Path(s.path) for s in w.data_config.sources if Path(s.path).exists())
     stages = [
-        Stage("data", _data(w), config=w.data_config.model_dump(mode="json"), inputs=data_inputs, output=DataBuild,
+        Stage("data", _data(w), config=data_stage_key(w.data_config), inputs=data_inputs, output=DataBuild,
               description="normalize, dedup, split, bucket, features, references"),
         Stage("base", _base(w), deps=("data",), config=c.base.model_dump(mode="json"), resumable=True,
               output=base_model,

@@ -278,7 +278,7 @@ def run_hdpo(config: HDPORunConfig, *, plain_dpo: bool = False, callbacks: list[
     if config.on_policy.enabled and not config.on_policy.critic:
         raise ConfigError("on_policy.critic: a critic bundle is required when on_policy.enabled is true")
     args = make_dpo_args(config, work_dir(config.output_dir))
-    tokenizer = training_tokenizer(model_source, say)
+    tokenizer = training_tokenizer(model_source)
     data = build_pair_data(config, tokenizer, say)
     critic = None
     if args.on_policy:

@@ -37,7 +37,7 @@ from ..config import StrictModel
 from ..errors import ConfigError
 from ..io import atomic_path, make_manifest, read_jsonl, sha256_json, sha256_tree, write_json, write_jsonl
 from ..models.loading import load_causal_lm, load_tokenizer
-from ..models.tiny import CHAT_TEMPLATE, fix_tokenizer_config
+from ..models.tiny import fix_tokenizer_config
 
 
 class LoraSection(StrictModel):
@@ -185,13 +185,10 @@ def connected_state() -> PartialState:
 # ---- model, tokenizer, trainer ----------------------------------------------------------------------------------
 
 
-def training_tokenizer(model_source: str, say: Callable[..., Any] = silent) -> Any:
-    """The tokenizer for chat training: right padding, and ChatML when the tokenizer has no chat template."""
-    tokenizer = load_tokenizer(model_source, padding_side="right")
-    if tokenizer.chat_template is None:
-        say("the tokenizer has no chat template: using ChatML")
-        tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
+def training_tokenizer(model_source: str) -> Any:
+    """The tokenizer for chat training: right padding; a tokenizer without a chat template is refused (a
+    substituted template would use special tokens the model never learned)."""
+    return load_tokenizer(model_source, padding_side="right", chat=True)
 
 
 def lora_config(lora: LoraSection | None) -> LoraConfig | None:

@@ -161,7 +161,7 @@ def run_sft(config: SFTRunConfig, *, callbacks: list[Any] | None = None, log: An
     if not data_dir.is_dir():
         raise InputError("data directory not found", file=data_dir)
     check_training_keys(config)
-    tokenizer = training_tokenizer(model_source, say)
+    tokenizer = training_tokenizer(model_source)
     assistant_only = bool(config.training.get("assistant_only_loss", has_generation_markers(tokenizer.chat_template)))
     args = make_sft_args(config, work_dir(config.output_dir), assistant_only_loss=assistant_only)
     data = build_sft_data(config, data_dir, tokenizer, say)
