@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from polyalign.train.hdpo_loss import hdpo_loss, preference_probability, reinforce_loss, update_baseline
+from polyalign.train.hdpo_loss import (hdpo_loss, leave_one_out_baselines, preference_probability, reinforce_loss,
+                                       update_baseline)
 
 torch.set_num_threads(1)
 
@@ -251,31 +252,81 @@ def test_bad_inputs_are_rejected():
         call(batch, 1.0, loss_settings(label_smoothing=0.5))
 
 
-def test_reinforce_gradient_matches_exact_gradient_of_expected_distance():
-    """Tiny categorical policy: the REINFORCE loss's gradient estimates grad E_pi[d] (Monte Carlo vs exact)."""
+# A tiny autoregressive policy with outputs of UNEQUAL length: at each of up to 3 steps it stops or writes "a";
+# y_k = "a"*k then the end (k = 0..2), or "aaa" cut by the cap. Every output's probability and summed log-probability
+# are exact functions of theta, so expectations are sums over the 4 outputs (no sampling noise).
+LENGTHS = torch.tensor([1.0, 2.0, 3.0, 3.0], dtype=torch.float64)  # tokens generated per output
+
+
+def _sequence_log_probs(theta: torch.Tensor) -> torch.Tensor:
+    steps = torch.log_softmax(torch.stack([theta, torch.zeros_like(theta)], -1), -1)  # [step, (stop, go on)]
+    go_on = torch.cumsum(steps[:, 1], 0)
+    return torch.stack([steps[0, 0], go_on[0] + steps[1, 0], go_on[1] + steps[2, 0], go_on[2]])
+
+
+def _expected_estimator_gradient(theta, d, estimator):
+    """E_{y~pi}[grad of the estimator's loss at y], computed exactly by enumerating the outputs."""
+    logp = _sequence_log_probs(theta)
+    probs = logp.exp().detach()
+    per_output = torch.stack([estimator(logp[k:k + 1], d[k:k + 1], k) for k in range(4)])
+    return torch.autograd.grad((probs * per_output).sum(), theta)[0]
+
+
+def test_reinforce_is_unbiased_on_unequal_lengths():
+    theta = torch.tensor([0.4, -0.3, 0.8], dtype=torch.float64, requires_grad=True)
+    d = torch.tensor([2.0, 0.5, 1.0, 1.0], dtype=torch.float64)  # distances of the four outputs
+    assert torch.isclose(_sequence_log_probs(theta).exp().sum(), torch.tensor(1.0, dtype=torch.float64))
+    exact = torch.autograd.grad((_sequence_log_probs(theta).exp() * d).sum(), theta)[0]
+    budget = 64.0
+    for baseline in (0.0, 1.0, 5.0):  # any baseline independent of the sample: the same expectation
+        got = _expected_estimator_gradient(theta, d, lambda lp, dk, k: reinforce_loss(lp, dk, baseline, budget))
+        torch.testing.assert_close(got, exact / budget, atol=1e-12, rtol=0)
+
+    def per_length(baseline):  # the estimator this replaced: log pi(y) / |y|, whose expectation moves with b
+        return lambda lp, dk, k: ((dk - baseline) * lp / LENGTHS[k]).mean()
+
+    low, high = (_expected_estimator_gradient(theta, d, per_length(b)) for b in (0.0, 5.0))
+    assert (low - high).abs().max() > 0.1 * exact.abs().max()
+
+
+def test_reinforce_on_equal_distances_has_no_expected_gradient():
+    """Two outputs of equal distance and lengths 2 and 40 (the issue's case): the true gradient is 0, and so is the
+    estimator's expectation at every baseline (the per-length one gave about ±0.12)."""
+    theta = torch.tensor([0.7], dtype=torch.float64, requires_grad=True)
+    d = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    lengths = torch.tensor([2.0, 40.0], dtype=torch.float64)
+
+    def expected(per_output):
+        logp = torch.log_softmax(torch.cat([theta, torch.zeros(1, dtype=torch.float64)]), 0)
+        terms = torch.stack([per_output(logp[k:k + 1], k) for k in range(2)])
+        return torch.autograd.grad((logp.exp().detach() * terms).sum(), theta)[0].abs().item()
+
+    for baseline in (0.0, 0.5, 3.0):
+        assert expected(lambda lp, k: reinforce_loss(lp, d[k:k + 1], baseline, 64.0)) < 1e-12
+    assert expected(lambda lp, k: ((d[k] - 0.0) * lp / lengths[k]).mean()) > 0.05  # the per-length one
+
+
+def test_reinforce_monte_carlo_matches_the_exact_gradient():
     torch.manual_seed(0)
     theta = torch.tensor([0.3, -0.5, 1.0, 0.1, -1.2], dtype=torch.float64, requires_grad=True)
     d = torch.tensor([0.2, 1.5, 0.7, 3.0, 0.1], dtype=torch.float64)
     exact = torch.autograd.grad((torch.softmax(theta, 0) * d).sum(), theta)[0]
-
     n = 400_000
-    g = torch.Generator().manual_seed(1)
-    samples = torch.multinomial(torch.softmax(theta.detach(), 0), n, replacement=True, generator=g)
+    samples = torch.multinomial(torch.softmax(theta.detach(), 0), n, replacement=True,
+                                generator=torch.Generator().manual_seed(1))
     logp = torch.log_softmax(theta, 0)[samples]
-    lengths = torch.ones(n)
-    baseline = update_baseline(None, d[samples])
-    estimate = torch.autograd.grad(reinforce_loss(logp, lengths, d[samples], baseline), theta)[0]
+    baselines = leave_one_out_baselines(d[samples])
+    estimate = torch.autograd.grad(reinforce_loss(logp, d[samples], baselines, 1.0), theta)[0]
     torch.testing.assert_close(estimate, exact, atol=0.01, rtol=0)
-    # a different constant baseline gives the same expectation (unbiased), and distances carry no gradient
-    estimate2 = torch.autograd.grad(reinforce_loss(torch.log_softmax(theta, 0)[samples], lengths, d[samples], 5.0),
-                                    theta)[0]
-    torch.testing.assert_close(estimate2, exact, atol=0.03, rtol=0)
 
 
-def test_reinforce_length_normalization_and_baseline_update():
+def test_reinforce_values_leave_one_out_and_baseline_update():
     logp = torch.tensor([-10.0, -20.0], requires_grad=True)
-    loss = reinforce_loss(logp, torch.tensor([10, 20]), torch.tensor([2.0, 0.0]), 1.0)
-    loss.backward()
-    torch.testing.assert_close(logp.grad, torch.tensor([(2 - 1) / 10 / 2, (0 - 1) / 20 / 2]))
+    reinforce_loss(logp, torch.tensor([2.0, 0.0]), 1.0, 8.0).backward()
+    torch.testing.assert_close(logp.grad, torch.tensor([(2 - 1) / 8 / 2, (0 - 1) / 8 / 2]))
+    torch.testing.assert_close(leave_one_out_baselines(torch.tensor([1.0, 2.0, 6.0])), torch.tensor([4.0, 3.5, 1.5]))
+    assert leave_one_out_baselines(torch.tensor([3.0])).tolist() == [0.0]
+    with pytest.raises(ValueError, match="normalizer"):
+        reinforce_loss(logp, torch.tensor([1.0, 1.0]), 0.0, 0.0)
     assert update_baseline(None, torch.tensor([1.0, 3.0])) == 2.0
     assert math.isclose(update_baseline(2.0, torch.tensor([4.0]), momentum=0.75), 2.5)

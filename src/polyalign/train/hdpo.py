@@ -25,7 +25,7 @@ from ..critic import model as critic_model
 from ..errors import ConfigError, InputError
 from ..io import sha256_file, sha256_tree
 from ..models.chat import count_tokens, fit_chat, pretrim_history
-from ..models.loading import check_model_source
+from ..models.loading import check_model_source, template_end_of_turn_ids
 from ..pairs import load_pairs
 from . import hdpo_config
 from ..data.stratify import random_subset
@@ -145,7 +145,7 @@ class PairExampleStats:
     n_examples: int = 0
     n_prompt_truncated: int = 0
     n_turns_dropped: int = 0
-    n_completion_truncated: int = 0
+    n_dropped_too_long: int = 0  # pairs whose longer completion (with its end of turn) cannot fit at all
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -163,12 +163,12 @@ def pair_example(row: dict[str, Any], bucket_index: dict[str, int], language_ind
 
 def build_pair_examples(rows: Sequence[dict[str, Any]], tokenizer: Any, bucket_index: dict[str, int],
                         language_index: dict[str, int], *, max_length: int, max_prompt_length: int | None = None,
-                        min_prompt_tokens: int = 32,
-                        source: str | Path | None = None) -> tuple[list[dict[str, Any]], PairExampleStats]:
+                        min_prompt_tokens: int = 32) -> tuple[list[dict[str, Any]], PairExampleStats]:
     """Preference examples of `rows`, the prompt cut from the left (shared chat fitting: oldest turns first, then
     the start of the user turn) so that prompt + the longer completion fit `max_length` (prompt at least
-    `min_prompt_tokens`, at most `max_prompt_length`). Completions are kept; one that still does not fit is cut
-    at its end by TRL's collator (counted)."""
+    `min_prompt_tokens`, at most `max_prompt_length`). Completions are never cut: a pair in which either one,
+    with its end-of-turn token, still does not fit is dropped and counted (a cut chosen response would teach
+    that human answers do not end)."""
     examples = [pair_example(r, bucket_index, language_index) for r in rows]
     stats = PairExampleStats(n_examples=len(examples))
     if not examples:
@@ -185,22 +185,40 @@ def build_pair_examples(rows: Sequence[dict[str, Any]], tokenizer: Any, bucket_i
     rendered = tokenizer.apply_chat_template([ex["prompt"] for ex in examples], tokenize=False,
                                              add_generation_prompt=True)
     prompt_tokens = count_tokens(tokenizer, rendered)
+    fitted = []
     for i, (ex, budget, n_prompt) in enumerate(zip(examples, budgets, prompt_tokens)):
         turns = dropped[i]
         if n_prompt > budget:
             try:
                 fit = fit_chat(tokenizer, ex["prompt"], None, budget, n_tokens=n_prompt)
-            except ValueError as exc:
-                raise InputError(f"the prompt cannot be fit into {budget} tokens: {exc}", file=source, line=None,
-                                 field="prompt") from None
+            except ValueError:  # not even the chat template's frame fits beside the completions: dropped below
+                continue
             ex["prompt"], n_prompt = fit.prompt, fit.n_tokens
             turns += fit.dropped_turns
             stats.n_prompt_truncated += 1
         elif turns:
             stats.n_prompt_truncated += 1
         stats.n_turns_dropped += turns
-        stats.n_completion_truncated += n_prompt + longest[i] > max_length
-    return examples, stats
+        fitted.append(ex)
+    totals = chat_lengths_as_trained(tokenizer, [ex["prompt"] + c for ex in fitted
+                                                 for c in (ex["chosen"], ex["rejected"])]) if fitted else []
+    kept = [ex for i, ex in enumerate(fitted) if max(totals[2 * i], totals[2 * i + 1]) <= max_length]
+    stats.n_dropped_too_long = len(examples) - len(kept)
+    stats.n_examples = len(kept)
+    return kept, stats
+
+
+def chat_lengths_as_trained(tokenizer: Any, conversations: Sequence[list[dict[str, str]]]) -> list[int]:
+    """Tokens of each conversation as the trainers see it: the chat template's rendering up to the last
+    end-of-turn token (template text after it is not trained, see labels.py)."""
+    eot = set(template_end_of_turn_ids(tokenizer))
+    rendered = tokenizer.apply_chat_template(list(conversations), tokenize=False)
+    ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    out = []
+    for seq in ids:
+        last = max((k for k, t in enumerate(seq) if t in eot), default=len(seq) - 1)
+        out.append(last + 1)
+    return out
 
 
 def _vocabularies(*row_sets: Sequence[dict[str, Any]], source: str) -> tuple[list[str], list[str]]:
@@ -248,18 +266,22 @@ def build_pair_data(config: HDPORunConfig, tokenizer: Any, say: Any) -> PairData
     eval_rows, eval_skipped = ([], {})
     if config.eval_pairs:
         eval_rows, eval_skipped = _load_pair_rows(config.eval_pairs, config.skip_invalid, "eval pairs")
-    train_rows = random_subset(train_rows, config.max_train_pairs, config.seed)
-    eval_rows = random_subset(eval_rows, config.max_eval_pairs, config.seed + 1)
     buckets, languages = _vocabularies(train_rows, eval_rows, source=config.pairs)
     bucket_index = {b: i for i, b in enumerate(buckets)}
     language_index = {lang: i for i, lang in enumerate(languages)}
-    say(f"building {len(train_rows)} training pairs")
+    say(f"fitting {len(train_rows)} training pairs to {config.max_length} tokens")
     fit = dict(max_length=config.max_length, max_prompt_length=config.max_prompt_length,
                min_prompt_tokens=config.min_prompt_tokens)
-    train_examples, train_stats = build_pair_examples(train_rows, tokenizer, bucket_index, language_index,
-                                                      source=config.pairs, **fit)
-    eval_examples, _ = build_pair_examples(eval_rows, tokenizer, bucket_index, language_index,
-                                           source=config.eval_pairs, **fit)
+    # fit first, then draw the subset: pairs that cannot fit never take a place in it
+    train_examples, train_stats = build_pair_examples(train_rows, tokenizer, bucket_index, language_index, **fit)
+    eval_examples, _ = build_pair_examples(eval_rows, tokenizer, bucket_index, language_index, **fit)
+    train_examples = random_subset(train_examples, config.max_train_pairs, config.seed)
+    eval_examples = random_subset(eval_examples, config.max_eval_pairs, config.seed + 1)
+    if not train_examples:
+        raise InputError(f"no training pair fits max_length={config.max_length} ({train_stats.n_dropped_too_long} "
+                         f"dropped: a completion alone is too long)", file=config.pairs)
+    say(f"{len(train_examples)} training pairs ({train_stats.n_dropped_too_long} dropped: a completion could not "
+        f"fit with its end of turn)")
     return PairData(buckets, languages, train_examples, train_stats, eval_examples,
                     {"train": skipped, "eval": eval_skipped})
 

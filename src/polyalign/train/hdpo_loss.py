@@ -131,14 +131,30 @@ def hdpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_ch
     return loss, metrics
 
 
-def reinforce_loss(sample_logps: Tensor, sample_lengths: Tensor, sample_distances: Tensor,
-                   baseline: Tensor | float) -> Tensor:
-    """On-policy critic term: mean_j (d_j - b) * log pi(y_j) / |y_j| with d and b held constant (REINFORCE with a
-    baseline). Its gradient is an unbiased estimate of the gradient of E_{y ~ pi}[d(y)] (length-normalized), so
-    minimizing it moves the policy towards samples the critic finds closer to human support."""
+def reinforce_loss(sample_logps: Tensor, sample_distances: Tensor, baselines: Tensor | float,
+                   normalizer: float) -> Tensor:
+    """On-policy critic term: mean_j (d_j - b_j) * log pi(y_j) / C, with log pi(y_j) the SUMMED log-probability of
+    sample j, d and b held constant, and C > 0 a constant (the sampling budget max_new_tokens, so that the term's
+    scale does not grow with it).
+
+    What it estimates: with y_j ~ pi and each b_j independent of y_j, its gradient is an unbiased estimate of
+    grad E_{y~pi}[d(y)] / C (REINFORCE with a baseline), at any sample length. Dividing by the sample's own
+    length |y_j| instead would make it biased, favouring the lengths whose distance sits below the baseline
+    (tests/test_hdpo_loss.py measures that bias on unequal lengths)."""
+    if normalizer <= 0:
+        raise ValueError(f"normalizer must be > 0, got {normalizer}")
     advantage = (sample_distances.to(sample_logps.dtype)
-                 - torch.as_tensor(baseline, dtype=sample_logps.dtype, device=sample_logps.device)).detach()
-    return (advantage * sample_logps / sample_lengths.to(sample_logps.dtype).clamp(min=1)).mean()
+                 - torch.as_tensor(baselines, dtype=sample_logps.dtype, device=sample_logps.device)).detach()
+    return (advantage * sample_logps).mean() / normalizer
+
+
+def leave_one_out_baselines(distances: Tensor) -> Tensor:
+    """b_j = the mean distance of the other samples (independent of sample j, so REINFORCE stays unbiased); a
+    single sample gets 0."""
+    n = distances.numel()
+    if n < 2:
+        return torch.zeros_like(distances)
+    return (distances.sum() - distances) / (n - 1)
 
 
 def update_baseline(baseline: float | None, distances: Tensor, momentum: float = 0.9) -> float:

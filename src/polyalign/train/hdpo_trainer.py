@@ -31,7 +31,7 @@ from .bucket_log import BucketLossAccumulator, BucketLossLog, EvalPrefixMixin
 from .columns import ExtraColumnsMixin, pop_extra_columns
 from .global_batch import GlobalBatchStatsMixin
 from .hdpo_config import HDPOConfig
-from .hdpo_loss import hdpo_loss, reinforce_loss, update_baseline
+from .hdpo_loss import hdpo_loss, leave_one_out_baselines, reinforce_loss, update_baseline
 from .labels import cut_after_end_of_turn
 from .options import require_config
 
@@ -215,7 +215,8 @@ class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, DPO
 
     # ---- on-policy critic term ------------------------------------------------------------------------------
     def _on_policy_term(self, model: Any, inputs: dict[str, torch.Tensor], extra: dict[str, torch.Tensor]) -> torch.Tensor:
-        """This micro-batch's share of lambda * mean_j (d_j - b) log pi(y_j)/|y_j| over the step's samples."""
+        """This micro-batch's share of lambda * mean_j (d_j - b_j) log pi(y_j) / max_new_tokens over the step's
+        samples (summed log-probs: unbiased at any sample length, see reinforce_loss)."""
         started = time.perf_counter()
         prompts = prompt_ids_of_batch(inputs)
         samples = self._sample(model, prompts)
@@ -227,11 +228,15 @@ class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, DPO
                                     dtype=torch.float32, device=self.accelerator.device)
         batch = sequences_batch(prompts, samples, tokenizer.pad_token_id)
         batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
-        sample_logps, sample_lengths, _ = completion_log_probs(model, batch)
+        sample_logps, _, _ = completion_log_probs(model, batch)
         all_distances = self.accelerator.gather(distances)
-        baseline = self.on_policy_baseline if self.on_policy_baseline is not None else float(all_distances.mean())
+        # The baseline never depends on the sample it is subtracted from: the running mean of earlier steps, or
+        # (first call) the mean of the other samples.
+        baseline = (self.on_policy_baseline if self.on_policy_baseline is not None
+                    else leave_one_out_baselines(distances))
         n_step = float(self.step_stats["pairs"])
-        term = (self.args.on_policy_lambda * reinforce_loss(sample_logps, sample_lengths, distances, baseline)
+        term = (self.args.on_policy_lambda * reinforce_loss(sample_logps, distances, baseline,
+                                                            float(self.args.on_policy_max_new_tokens))
                 * (len(samples) / n_step))
         self.on_policy_baseline = update_baseline(self.on_policy_baseline, all_distances,
                                                   self.args.on_policy_baseline_momentum)
