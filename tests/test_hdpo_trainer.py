@@ -63,11 +63,16 @@ def _hdpo(setup, settings: dict | None = None, dataset=None, critic=None, **kw) 
 
 
 def _trl(setup, **kw):
+    """TRL's DPOTrainer on the same data, with completions ending at the end of turn as ours (its only data-side
+    difference, tested in test_models_import.py)."""
     from trl import DPOConfig, DPOTrainer
+
+    from polyalign.train.end_of_turn import EndOfTurnCompletionsMixin
 
     args = _args(setup["root"] / "trl", DPOConfig, **kw)
     ref = None if args.precompute_ref_log_probs else _model(setup)
-    return DPOTrainer(model=_model(setup), ref_model=ref, args=args,
+    trainer_cls = type("TRLDPOTrainer", (EndOfTurnCompletionsMixin, DPOTrainer), {})
+    return trainer_cls(model=_model(setup), ref_model=ref, args=args,
                       train_dataset=setup["dataset"].remove_columns(list(PAIR_COLUMNS)),
                       processing_class=setup["tokenizer"])
 

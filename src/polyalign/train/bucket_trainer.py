@@ -25,13 +25,12 @@ from trl import SFTTrainer
 
 from ..errors import ConfigError
 from ..io import read_json, write_json
-from ..models.loading import template_end_of_turn_ids
 from .bucket_log import BucketLossAccumulator, BucketLossLog, EvalPrefixMixin, flat_log_metrics, \
     summarize_bucket_losses
 from .bucket_sft_config import BucketSFTConfig
+from .end_of_turn import EndOfTurnLabelsMixin
 from .columns import ExtraColumnsMixin, pop_extra_columns
 from .global_batch import GlobalBatchStatsMixin
-from .labels import drop_labels_after_end_of_turn
 from .options import require_config
 from .sampler import BucketTemperatureSampler
 from .sft_loss import bucket_loss_sums, bucket_means, bucket_normalized_loss, bucket_token_counts, \
@@ -40,7 +39,8 @@ from .sft_loss import bucket_loss_sums, bucket_means, bucket_normalized_loss, bu
 BUCKET_COLUMN = "bucket_index"
 
 
-class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin, SFTTrainer):
+class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin, EndOfTurnLabelsMixin,
+                       SFTTrainer):
     """SFTTrainer with Bucket-Aware SFT, set by its `BucketSFTConfig` (`args`). Datasets need an int column
     `bucket_index` (index into `bucket_names`)."""
 
@@ -90,19 +90,6 @@ class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin
             problems.append("tensor/context/sequence parallelism")
         if problems:
             raise ConfigError("BucketSFTTrainer does not support " + ", ".join(problems))
-
-    # ---- labels: exactly the assistant's tokens ---------------------------------------------------------------
-    def _prepare_dataset(self, dataset: Any, processing_class: Any, *args: Any, **kwargs: Any) -> Any:
-        dataset = super()._prepare_dataset(dataset, processing_class, *args, **kwargs)
-        tokenizer = getattr(processing_class, "tokenizer", processing_class)
-        eot = template_end_of_turn_ids(tokenizer)
-        if not eot or "labels" not in (dataset.column_names or []):
-            return dataset
-
-        def trim(example: dict[str, Any]) -> dict[str, Any]:
-            return {"labels": drop_labels_after_end_of_turn(example["labels"], eot)}
-
-        return dataset.map(trim, desc="Dropping template text after the end of turn")
 
     # ---- sampler --------------------------------------------------------------------------------------------
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:

@@ -26,13 +26,13 @@ from trl import DPOTrainer
 from trl.trainer.utils import pad
 
 from ..errors import ConfigError
-from ..models.loading import eos_token_ids, template_end_of_turn_ids
+from ..models.loading import eos_token_ids
 from .bucket_log import BucketLossAccumulator, BucketLossLog, EvalPrefixMixin
 from .columns import ExtraColumnsMixin, pop_extra_columns
+from .end_of_turn import EndOfTurnCompletionsMixin
 from .global_batch import GlobalBatchStatsMixin
 from .hdpo_config import HDPOConfig
 from .hdpo_loss import hdpo_loss, leave_one_out_baselines, reinforce_loss, update_baseline
-from .labels import cut_after_end_of_turn
 from .options import require_config
 
 PAIR_COLUMNS = ("weight", "d_chosen", "d_rejected", "bucket_index", "language_index")
@@ -77,7 +77,8 @@ def sequences_batch(prompts: Sequence[torch.Tensor], completions: Sequence[torch
             "completion_mask": pad(masks, padding_value=0, padding_side="right")}
 
 
-class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, DPOTrainer):
+class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, EndOfTurnCompletionsMixin,
+                  DPOTrainer):
     """DPOTrainer with the HDPO loss, set by its `HDPOConfig` (`args`). Datasets: TRL conversational preference
     examples (prompt messages, chosen/rejected assistant messages) plus the columns of `PAIR_COLUMNS`. `critic`
     (anything with `.score(texts, languages, bucket_ids, unknown=...)`) is needed by the on-policy term only."""
@@ -111,19 +112,6 @@ class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, DPO
         self.on_policy_seconds = 0.0
         self.on_policy_calls = 0
         self.train_step_seconds = 0.0
-
-    # ---- completions end at the end of turn ------------------------------------------------------------------
-    def _prepare_dataset(self, dataset: Any, processing_class: Any, *args: Any, **kwargs: Any) -> Any:
-        dataset = super()._prepare_dataset(dataset, processing_class, *args, **kwargs)
-        eot = template_end_of_turn_ids(getattr(processing_class, "tokenizer", processing_class))
-        columns = dataset.column_names or []
-        if not eot or "chosen_ids" not in columns:
-            return dataset
-
-        def trim(example: dict[str, Any]) -> dict[str, Any]:
-            return {key: cut_after_end_of_turn(example[key], eot) for key in ("chosen_ids", "rejected_ids")}
-
-        return dataset.map(trim, desc="Dropping template text after the end of turn")
 
     # ---- checks ---------------------------------------------------------------------------------------------
     def _check_supported(self) -> None:
