@@ -13,7 +13,7 @@ from hdpo_fixtures import bundled_records, human_as_predictions, prediction_rows
 from polyalign.critic.featurize import FeatureStandardizer, HiddenStateEncoder, linguistic_feature_names, \
     linguistic_features
 from polyalign.critic.fit import CriticConfig, assemble_critic_data, class_balanced_weights, evaluate_scores, \
-    fit_critic_data, split_by_record, write_bundle
+    fit_critic_data, length_matched_auc, split_by_group, write_bundle
 from polyalign.critic.model import critic_weakness, ensure_not_constant, load_critic, logit_to_distance
 from polyalign.errors import PolyAlignError
 
@@ -85,7 +85,7 @@ def test_constant_scores_are_refused(fitted, tmp_path):
         constant.net.mlp[-1].weight.zero_()
         constant.net.mlp[-1].bias.fill_(0.3)
     assert float(last.weight.detach().abs().sum()) > 0  # the original is untouched
-    held = data.subset(split_by_record(data.record_ids, 0.2, 0.1, 0)[2])
+    held = data.subset(split_by_group(data.record_ids, 0.2, 0.1, 0)[2])
     scores = constant.score_features(held.x, held.bucket_ids.tolist(), unknown="pooled")
     assert np.ptp(scores) == 0
     with pytest.raises(PolyAlignError, match="collapsed"):
@@ -136,16 +136,16 @@ def test_unknown_buckets_error_or_pooled(fitted):
     assert np.isfinite(d).all() and d[0] >= 0
 
 
-def test_split_by_record_never_straddles():
+def test_split_by_group_never_straddles():
     ids = np.array([f"r{i % 50}" for i in range(400)], dtype=object)
-    fit, stop, held = split_by_record(ids, 0.2, 0.1, seed=3)
+    fit, stop, held = split_by_group(ids, 0.2, 0.1, seed=3)
     assert np.all(fit.astype(int) + stop + held == 1)
     for part in (fit, stop, held):
         assert not set(ids[part]) & set(ids[~part])
     assert len(set(ids[held])) == 10 and len(set(ids[stop])) == 4
-    again = split_by_record(ids, 0.2, 0.1, seed=3)
+    again = split_by_group(ids, 0.2, 0.1, seed=3)
     assert all(np.array_equal(a, b) for a, b in zip((fit, stop, held), again))
-    assert not np.array_equal(held, split_by_record(ids, 0.2, 0.1, seed=4)[2])
+    assert not np.array_equal(held, split_by_group(ids, 0.2, 0.1, seed=4)[2])
 
 
 def test_class_balanced_weights_by_hand():
@@ -236,3 +236,49 @@ def test_aux_band_regression_trains(records, human_x, stats):
     critic, metrics = fit_critic_data(data, stats, config(aux_band_weight=0.5, max_epochs=5),
                                       linguistic_feature_names())
     assert critic.net.hparams["aux_outputs"] == 1 and metrics["heldout_auc"] > 0.7
+
+
+def test_the_critic_reports_what_it_knows_beyond_length(fitted, records, stats):
+    _, metrics, _ = fitted
+    # model-like text differs from humans in how it writes, so a critic without the length features still tells
+    assert metrics["heldout_auc_without_length"] > 0.75
+    assert {"heldout_auc_length_only", "distance_length_mismatch_spearman"} <= set(metrics)
+    # "model" responses that are other humans' answers of the same bucket, drawn from its longer half: human
+    # style, longer; the length-only AUC is high and the length-blind critic much weaker than the full one
+    rng = random.Random(2)
+    donors = {}
+    for r in records:
+        donors.setdefault(r["bucket_id"], []).append(r["response"])
+    long_half = {b: sorted(texts, key=len)[len(texts) // 2:] for b, texts in donors.items() if len(texts) >= 6}
+    rows = [{"id": r["id"], "sample": 0, "bucket_id": r["bucket_id"], "language": r["language"],
+             "prediction": rng.choice(long_half[r["bucket_id"]])} for r in records if r["bucket_id"] in long_half]
+    data = assemble_critic_data(records, linguistic_features([r["response"] for r in records],
+                                                             [r["language"] for r in records]),
+                                rows, linguistic_features)
+    _, m = fit_critic_data(data, stats, config(), linguistic_feature_names())
+    assert m["heldout_auc_length_only"] > 0.6 and m["heldout_auc"] > 0.6  # it tells them apart ...
+    assert m["heldout_auc_length_matched"] < 0.6  # ... by length only: at equal length both are human
+    assert metrics["heldout_auc_length_matched"] > 0.75  # model-like text: told apart at equal length too
+
+
+def test_length_matched_auc_against_a_direct_computation():
+    labels = np.array([0, 1, 0, 1, 0, 1, 0, 1])
+    lengths = np.array([1, 1, 2, 2, 10, 10, 11, 11], dtype=float)
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])  # ranks mostly by length: pooled AUC 0.625
+    groups = np.array(["b"] * 8, dtype=object)
+    # two strata of length (edges at the median): in each, human/model pairs ranked right 3 of 4 times
+    got = length_matched_auc(labels, scores, lengths, groups, n_strata=2)
+    assert got == pytest.approx(0.75)
+    assert length_matched_auc(np.zeros(4, int), scores[:4], lengths[:4], groups[:4]) is None
+
+
+def test_the_heldout_split_keeps_each_conversation_on_one_side(records, human_x):
+    # several records per conversation: the split is by conversation, not by record
+    multi = [{**r, "id": f"{r['id']}#{k}", "conversation_id": r["id"]} for r in records[:200] for k in range(3)]
+    x = np.repeat(human_x[:200], 3, axis=0)
+    data = assemble_critic_data(multi, x, prediction_rows(multi), linguistic_features)
+    fit, stop, held = split_by_group(data.groups, 0.2, 0.1, 0)
+    conversation = data.group_ids
+    for part in (fit, stop, held):
+        assert not set(conversation[part]) & set(conversation[~part])
+    assert len(set(data.record_ids[held])) > len(set(conversation[held]))  # records of one conversation together

@@ -27,7 +27,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("hdpo_trainer")
     model_dir = make_tiny_model_dir(root)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    rows = make_pair_rows(32, seed=1)
+    rows = make_pair_rows(64, seed=1)  # about half fit MAX_LENGTH whole (the others are dropped)
     dataset, buckets, languages = pair_dataset(rows, tokenizer, MAX_LENGTH)
     return {"root": root, "model_dir": model_dir, "tokenizer": tokenizer, "rows": rows, "dataset": dataset,
             "buckets": buckets, "languages": languages}
@@ -116,6 +116,8 @@ def test_plain_settings_equal_trl_sigmoid_loss_on_the_same_batch(setup, precompu
 
 def test_plain_settings_reproduce_trl_training_curve(setup) -> None:
     kw = dict(max_steps=6, gradient_accumulation_steps=2, per_device_train_batch_size=2)
+    # every step full (6 x 2 x 2 pairs): on a ragged last step HDPO averages per pair, TRL per micro-batch
+    assert len(setup["dataset"]) >= 24
     ours, theirs = _hdpo(setup, PLAIN, **kw), _trl(setup, **kw)
     ours.train(), theirs.train()
     a = [h for h in ours.state.log_history if "loss" in h]

@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
+from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 import torch
 
@@ -26,7 +27,7 @@ from .featurize import FeatureStandardizer, Featurizer, HiddenStateEncoder, ling
 from .model import DEFAULT_MIN_AUC, DEFAULT_MIN_SCORE_STD, ClosedFormCritic, Critic, CriticNet, LearnedCritic, \
     critic_weakness, save_critic_files
 
-from .training import HUMAN, MODEL, class_balanced_weights, split_by_record, train_critic_net
+from .training import HUMAN, MODEL, class_balanced_weights, split_by_group, train_critic_net
 from ..data.references import References
 from ..data.build import load_feature_names, load_features, load_records
 
@@ -86,6 +87,7 @@ class CriticData:
     tracks: np.ndarray
     texts: list[str]
     report: dict[str, Any] = field(default_factory=dict)
+    group_ids: np.ndarray | None = None  # conversation of each row (the held-out split's unit); None: the record
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -94,7 +96,17 @@ class CriticData:
         """Rows where mask is true."""
         idx = np.flatnonzero(mask)
         return CriticData(self.x[idx], self.labels[idx], self.record_ids[idx], self.bucket_ids[idx],
-                          self.languages[idx], self.tracks[idx], [self.texts[i] for i in idx], dict(self.report))
+                          self.languages[idx], self.tracks[idx], [self.texts[i] for i in idx], dict(self.report),
+                          None if self.group_ids is None else self.group_ids[idx])
+
+    def with_x(self, x: np.ndarray) -> CriticData:
+        """The same rows with other feature values."""
+        return replace(self, x=x)
+
+    @property
+    def groups(self) -> np.ndarray:
+        """The held-out split's unit per row: the conversation, else the record."""
+        return self.record_ids if self.group_ids is None else self.group_ids
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -148,11 +160,17 @@ def assemble_critic_data(records: Sequence[Any], human_x: np.ndarray, prediction
     def col(key: str) -> np.ndarray:
         return np.array([_get(r, key) for r in all_records], dtype=object)
 
+    def conversation(record: Any) -> str:
+        value = record.get("conversation_id") if isinstance(record, dict) else getattr(record, "conversation_id",
+                                                                                         None)
+        return value or _get(record, "id")
+
     return CriticData(
         x=np.concatenate([np.asarray(human_x, dtype=np.float64), model_x]),
         labels=np.concatenate([np.full(len(records), HUMAN), np.full(len(model_records), MODEL)]).astype(np.int64),
         record_ids=col("id"), bucket_ids=col("bucket_id"), languages=col("language"), tracks=col("track"),
         texts=[_get(r, "response") for r in records] + model_texts,
+        group_ids=np.array([conversation(r) for r in all_records], dtype=object),
         report={"human_rows": len(records), "model_rows": len(model_records),
                 "empty_model_texts": sum(1 for t in model_texts if not t.strip())})
 
@@ -247,7 +265,7 @@ def fit_critic_data(data: CriticData, stats: Mapping[str, BucketStats], config: 
     Closed-form k-NN references are the human rows of the fit and early-stop records (never the held-out)."""
     if not (data.labels == MODEL).any():
         raise PolyAlignError("no model responses: pass predictions of a model on the split's prompts")
-    masks = split_by_record(data.record_ids, config.heldout_fraction, config.early_stop_fraction, config.seed)
+    masks = split_by_group(data.groups, config.heldout_fraction, config.early_stop_fraction, config.seed)
     held = masks[2]
     train_humans = ~held & (data.labels == HUMAN)
     reference_rows = group_rows(data.x[train_humans], data.bucket_ids[train_humans])
@@ -279,11 +297,80 @@ def fit_critic_data(data: CriticData, stats: Mapping[str, BucketStats], config: 
                 s = other.score_features(h.x[mask], h.bucket_ids[mask].tolist())
                 comparison[method] = _auc(h.labels[mask], s)
         metrics["closed_form_auc"] = comparison
+        metrics.update(length_diagnostics(data, stats, masks, config, feature_names, critic, h, unknown_mode))
     weakness = critic_weakness(metrics, min_auc=config.min_auc, min_score_std=config.min_score_std)
     metrics["passes_collapse_check"] = weakness is None
     metrics["weakness"] = weakness
     critic.metrics = metrics
     return critic, metrics
+
+
+# What grows with a response's length: counts, not rates (a critic without them must tell humans from models by
+# how they write, not by how much).
+LENGTH_FEATURES = ("length_tokens", "chars", "words", "sentences", "sentence_length_max", "paragraphs", "newlines")
+
+
+def without_length(x: np.ndarray, bucket_ids: np.ndarray, stats: Mapping[str, BucketStats],
+                   feature_names: Sequence[str]) -> np.ndarray:
+    """`x` with every length feature set to its bucket's human median (the pooled median of the known buckets for
+    a bucket without statistics): standardized, they carry no information."""
+    cols = [i for i, name in enumerate(feature_names) if name in LENGTH_FEATURES]
+    out = np.array(x, dtype=np.float64, copy=True)
+    if not cols or not stats:
+        return out
+    pooled = np.median(np.stack([s.q50 for s in stats.values()]), axis=0)
+    for b in np.unique(bucket_ids):
+        rows = bucket_ids == b
+        median = stats[b].q50 if b in stats else pooled
+        out[np.ix_(rows, cols)] = median[cols]
+    return out
+
+
+def length_diagnostics(data: CriticData, stats: Mapping[str, BucketStats], masks: tuple[np.ndarray, ...],
+                       config: CriticConfig, feature_names: Sequence[str], critic: Critic, held: CriticData,
+                       unknown_mode: str) -> dict[str, Any]:
+    """What the critic knows beyond length, on the same held-out rows: the AUC of a critic fitted the same way
+    without the length features (rates such as type-token ratio still carry some length), the critic's AUC
+    within length-matched strata (bucket x length quintile: humans and models of about the same length), the AUC
+    of the length alone (|robust z| of length_tokens to the bucket's human median), and the rank correlation of
+    the critic's distance with that length mismatch."""
+    blind_data = data.with_x(without_length(data.x, data.bucket_ids, stats, feature_names))
+    blind, _ = fit_learned_critic(blind_data, stats, masks, config, feature_names)
+    blind_x = without_length(held.x, held.bucket_ids, stats, feature_names)
+    out: dict[str, Any] = {"heldout_auc_without_length": _auc(held.labels, blind.score_features(
+        blind_x, held.bucket_ids.tolist(), texts=held.texts, unknown=unknown_mode))}
+    if "length_tokens" in feature_names:
+        j = list(feature_names).index("length_tokens")
+        known = np.array([b in stats for b in held.bucket_ids])
+        if known.any():
+            mismatch = np.array([abs(v - stats[b].q50[j]) / max(float(stats[b].scale[j]), 1e-9)
+                                 for v, b in zip(held.x[known, j], held.bucket_ids[known])])
+            scores = critic.score_features(held.x[known], held.bucket_ids[known].tolist(),
+                                           texts=[t for t, k in zip(held.texts, known) if k], unknown=unknown_mode)
+            out["heldout_auc_length_only"] = _auc(held.labels[known], mismatch)
+            out["heldout_auc_length_matched"] = length_matched_auc(
+                held.labels[known], scores, held.x[known, j], held.bucket_ids[known])
+            out["distance_length_mismatch_spearman"] = float(spearmanr(scores, mismatch).statistic) \
+                if len(scores) > 2 else None
+    return out
+
+
+def length_matched_auc(labels: np.ndarray, scores: np.ndarray, lengths: np.ndarray, groups: np.ndarray,
+                       n_strata: int = 5) -> float | None:
+    """The AUC inside strata of similar length (each group cut at the quintiles of its pooled lengths), averaged
+    with weights = the number of human x model pairs in the stratum; None when no stratum has both classes."""
+    total, weight = 0.0, 0
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        edges = np.quantile(lengths[rows], np.linspace(0, 1, n_strata + 1)[1:-1])
+        strata = np.searchsorted(edges, lengths[rows], side="right")
+        for s in np.unique(strata):
+            idx = rows[strata == s]
+            n_h, n_m = int((labels[idx] == HUMAN).sum()), int((labels[idx] == MODEL).sum())
+            if n_h and n_m:
+                total += _auc(labels[idx], scores[idx]) * n_h * n_m
+                weight += n_h * n_m
+    return total / weight if weight else None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -385,5 +472,5 @@ def write_bundle(out: str | Path, critic: Critic, metrics: Mapping[str, Any], ma
 
 
 __all__ = ["CriticConfig", "CriticData", "assemble_critic_data", "class_balanced_weights", "evaluate_scores",
-           "fit_critic", "fit_critic_data", "read_prediction_rows", "split_by_record", "train_critic_net",
+           "fit_critic", "fit_critic_data", "read_prediction_rows", "split_by_group", "train_critic_net",
            "compute_human_baseline", "write_bundle"]

@@ -1,4 +1,4 @@
-"""Training the learned critic: record-level splits, class-balanced weights and the early-stopped fit of the
+"""Training the learned critic: conversation-level splits, class-balanced weights and the early-stopped fit of the
 network (pure numpy / torch; polyalign.critic.fit wires data and configs to it)."""
 
 from __future__ import annotations
@@ -19,23 +19,25 @@ if TYPE_CHECKING:
 HUMAN, MODEL = 0, 1
 
 
-def split_by_record(record_ids: Sequence[str], heldout_fraction: float, early_stop_fraction: float,
-                    seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boolean masks (fit, early_stop, heldout) over rows, assigned per RECORD id so that a record's human and
-    model responses always fall on the same side; deterministic for a seed."""
-    record_ids = np.asarray(record_ids, dtype=object)
-    unique = np.array(sorted(set(record_ids.tolist())), dtype=object)
+def split_by_group(group_ids: Sequence[str], heldout_fraction: float, early_stop_fraction: float,
+                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boolean masks (fit, early_stop, heldout) over rows, assigned per GROUP (the conversation), so that every
+    record of a conversation, human and model responses alike, falls on the same side; deterministic for a
+    seed."""
+    group_ids = np.asarray(group_ids, dtype=object)
+    unique = np.array(sorted(set(group_ids.tolist())), dtype=object)
     order = np.random.default_rng(seed).permutation(len(unique))
     n_held = max(1, round(heldout_fraction * len(unique)))
     n_stop = max(1, round(early_stop_fraction * (len(unique) - n_held)))
     if n_held + n_stop >= len(unique):
-        raise PolyAlignError(f"too few records ({len(unique)}) to hold out {n_held} and early-stop on {n_stop}")
+        raise PolyAlignError(f"too few conversations ({len(unique)}) to hold out {n_held} and early-stop on "
+                             f"{n_stop}")
     part = np.empty(len(unique), dtype=np.int64)
     part[order[:n_held]] = 2
     part[order[n_held:n_held + n_stop]] = 1
     part[order[n_held + n_stop:]] = 0
     lookup = dict(zip(unique.tolist(), part.tolist()))
-    row_part = np.array([lookup[r] for r in record_ids.tolist()], dtype=np.int64)
+    row_part = np.array([lookup[g] for g in group_ids.tolist()], dtype=np.int64)
     return row_part == 0, row_part == 1, row_part == 2
 
 

@@ -216,7 +216,7 @@ class HDPOTrainer(EvalPrefixMixin, ExtraColumnsMixin, GlobalBatchStatsMixin, End
                                     dtype=torch.float32, device=self.accelerator.device)
         batch = sequences_batch(prompts, samples, tokenizer.pad_token_id)
         batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
-        sample_logps, _, _ = completion_log_probs(model, batch)
+        sample_logps, sample_lengths, _ = completion_log_probs(model, batch)
         all_distances = self.accelerator.gather(distances)
         # The baseline never depends on the sample it is subtracted from: the running mean of earlier steps, or
         # (first call) the mean of the other samples.
