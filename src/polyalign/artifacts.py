@@ -4,7 +4,8 @@ files by a string key of its own.
 
     DataBuild(dir).records_dir          ModelDir(dir).path             Predictions(dir).file
     Critic(dir).metrics                 Pairs(dir).file                Suite(dir).manifest
-    Evaluation(dir).metrics_file        Comparison(dir).file           each: .summary()
+    Evaluation(dir).metrics_file        Comparison(dir).file           RoundsTable(dir).file
+    each: .summary()
 """
 
 from __future__ import annotations
@@ -164,3 +165,24 @@ class Comparison(Artifact):
         tests = result.get("headline", {}).get("context", {}).get("tests", {}).get("overall", [])
         return {"methods": result.get("methods"), "tests": len(tests),
                 "significant": sum(1 for t in tests if t.get("significant"))}
+
+
+class RoundsTable(Artifact):
+    """rounds_<method>: rounds.json and rounds.md (polyalign.eval.rounds), one row per round."""
+
+    @property
+    def file(self) -> Path:
+        """rounds.json."""
+        return self.path / "rounds.json"
+
+    @property
+    def markdown(self) -> Path:
+        """rounds.md."""
+        return self.path / "rounds.md"
+
+    def summary(self) -> dict[str, Any]:
+        if not self.file.exists():
+            return {}
+        rows = read_json(self.file).get("rows", [])
+        return {"rounds": len(rows), "critic_auc": [r.get("critic_auc") for r in rows],
+                "mean_distance": [r.get("mean_distance") for r in rows]}

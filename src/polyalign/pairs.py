@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 from .config import StrictModel
 from .critic.distance import summarize
 from .errors import ConfigError, InputError, PolyAlignError
-from .io import atomic_path, iter_jsonl, make_manifest, sha256_file, write_json, write_jsonl
+from .io import atomic_path, iter_jsonl, make_manifest, sha256_file, sha256_tree, write_json, write_jsonl
 from .models.chat import prompt_messages
 from .text import normalize_text
 
@@ -51,7 +51,9 @@ class PairsConfig(StrictModel):
     data: Path = Field(description="data build directory")
     predictions: list[Path] = Field(default_factory=list,
                                     description="predictions.jsonl of the policy (SFT model) on the split's prompts")
-    critic: Path = Field(description="critic bundle (polyalign critic fit) giving d_chosen / d_rejected")
+    critic: Path | None = Field(description="critic bundle (polyalign critic fit) giving d_chosen / d_rejected; "
+                                            "null: no critic (d = 0 on both sides; needs weights off and no "
+                                            "critic_ranked pairs)")
     out: Path = Field(description="output directory (pairs.jsonl, summary.json, manifest.json)")
     types: list[Literal["human_over_model", "human_ranked", "critic_ranked"]] = Field(
         default_factory=lambda: ["human_over_model", "human_ranked"], description="pair types to build")
@@ -77,6 +79,10 @@ class PairsConfig(StrictModel):
             raise ValueError("types must name at least one pair type")
         if len(set(self.types)) != len(self.types):
             raise ValueError("types has duplicates")
+        if self.critic is None and "critic_ranked" in self.types:
+            raise ValueError("critic_ranked pairs need a critic (critic is null)")
+        if self.critic is None and self.weights.enabled:
+            raise ValueError("pair weights need critic distances: set weights.enabled: false when critic is null")
         return self
 
 
@@ -194,17 +200,20 @@ def critic_ranked_candidate(samples: Sequence[str], distances: Sequence[float], 
 # Building
 
 
-def build_pairs(records: Sequence[Any], prediction_rows: Sequence[Mapping[str, Any]], critic: Any,
+def build_pairs(records: Sequence[Any], prediction_rows: Sequence[Mapping[str, Any]], critic: Any | None,
                 config: PairsConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Pair rows (see docs/architecture.md) and a summary. `critic` needs `known(bucket_ids)` and
-    `score(texts, languages, bucket_ids, unknown=...)`; it is called once for every text of every pair."""
+    `score(texts, languages, bucket_ids, unknown=...)`; it is called once for every text of every pair (a
+    cross-fitted critic, `scores_by_conversation`, also gets each text's conversation). critic None: every
+    distance is 0 (no critic)."""
     skipped: Counter = Counter()
     samples: dict[str, list[str]] = defaultdict(list)
     for row in sorted(prediction_rows, key=lambda r: (r["id"], _sample_index(r))):
         samples[row["id"]].append(row[config.text_field])
     types = set(config.types)
     buckets = [_get(r, "bucket_id") for r in records]
-    known = np.asarray(critic.known(buckets), dtype=bool)
+    known = np.asarray(critic.known(buckets), dtype=bool) if critic is not None else np.ones(len(buckets), bool)
+    by_conversation = bool(getattr(critic, "scores_by_conversation", False))
     if config.unknown_bucket == "error" and not known.all():
         missing = sorted({b for b, k in zip(buckets, known) if not k})
         raise PolyAlignError(f"bucket(s) unknown to the critic: {missing[:5]} (set unknown_bucket: skip or pooled)")
@@ -213,8 +222,12 @@ def build_pairs(records: Sequence[Any], prediction_rows: Sequence[Mapping[str, A
     plans: list[tuple[Any, str, list[tuple[Any, ...]]]] = []
     texts_to_score: dict[tuple[str, str, str], int] = {}
 
-    def need(text: str, record: Any) -> None:
+    def text_key(text: str, record: Any) -> tuple[str, ...]:
         key = (text, _get(record, "language"), _get(record, "bucket_id"))
+        return (*key, _conversation(record)) if by_conversation else key
+
+    def need(text: str, record: Any) -> None:
+        key = text_key(text, record)
         texts_to_score.setdefault(key, len(texts_to_score))
 
     for record, is_known in zip(records, known):
@@ -248,8 +261,13 @@ def build_pairs(records: Sequence[Any], prediction_rows: Sequence[Mapping[str, A
 
     # 2. one batched critic call
     keys = list(texts_to_score)
-    scores = critic.score([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
-                          unknown="pooled" if config.unknown_bucket == "pooled" else "error") if keys else []
+    unknown = "pooled" if config.unknown_bucket == "pooled" else "error"
+    extra = {"conversations": [k[3] for k in keys]} if by_conversation else {}
+    if critic is None or not keys:
+        scores = np.zeros(len(keys))
+    else:
+        scores = critic.score([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], unknown=unknown,
+                              **extra)
     scores = np.asarray(scores, dtype=np.float64)
     if not np.all(np.isfinite(scores)):
         raise PolyAlignError("the critic produced NaN or infinite distances")
@@ -261,8 +279,8 @@ def build_pairs(records: Sequence[Any], prediction_rows: Sequence[Mapping[str, A
     for record, pair_type, cands in plans:
         lang, bucket = _get(record, "language"), _get(record, "bucket_id")
 
-        def d(text: str) -> float:
-            return distance[(text, lang, bucket)]
+        def d(text: str, record: Any = record) -> float:
+            return distance[text_key(text, record)]
 
         for cand in cands:
             if pair_type == "critic_ranked":
@@ -293,6 +311,11 @@ def build_pairs(records: Sequence[Any], prediction_rows: Sequence[Mapping[str, A
         for row, weight in zip(rows, w):
             row["weight"] = float(weight)
     return rows, summarize_pairs(rows, skipped)
+
+
+def _conversation(record: Any) -> str:
+    """The conversation of a record (its own id when it has none), the unit of cross-fitting."""
+    return _get(record, "conversation_id") or _get(record, "id")
 
 
 def summarize_pairs(rows: Sequence[Mapping[str, Any]], skipped: Mapping[str, int]) -> dict[str, Any]:
@@ -336,7 +359,8 @@ def build_pairs_stage(config: PairsConfig) -> tuple[Path, dict[str, Any]]:
     for p in config.predictions:
         if not Path(p).exists():
             raise ConfigError(f"{p}: predictions file not found")
-    critic = load_critic(config.critic, min_auc=config.min_auc, allow_weak=config.allow_weak)
+    critic = None if config.critic is None else load_critic(config.critic, min_auc=config.min_auc,
+                                                             allow_weak=config.allow_weak)
     records = load_records(data, config.split)
     by_id = {_get(r, "id"): r for r in records}
     prediction_rows, skipped_rows = read_prediction_rows(config.predictions, by_id, text_field=config.text_field)
@@ -344,8 +368,11 @@ def build_pairs_stage(config: PairsConfig) -> tuple[Path, dict[str, Any]]:
     summary["skipped"].update({f"predictions:{k}": v for k, v in skipped_rows.items()})
     if not rows:
         raise PolyAlignError(f"no pairs were built (skipped: {summary['skipped']})")
-    inputs = {str(records_file): sha256_file(records_file), "critic/critic.pt": sha256_file(
-        Path(config.critic) / "critic.pt")}
+    inputs = {str(records_file): sha256_file(records_file)}
+    if config.critic is not None:
+        single = Path(config.critic) / "critic.pt"
+        inputs["critic/critic.pt" if single.exists() else "critic"] = sha256_file(single) if single.exists() \
+            else sha256_tree(config.critic)
     inputs.update({str(p): sha256_file(p) for p in config.predictions})
     out = Path(config.out)
     with atomic_path(out) as tmp:
@@ -354,7 +381,8 @@ def build_pairs_stage(config: PairsConfig) -> tuple[Path, dict[str, Any]]:
         write_json(tmp / "summary.json", summary)
         write_json(tmp / "manifest.json", make_manifest(
             stage="pairs", config=config.model_dump(mode="json"), inputs=inputs, seed=config.seed, started=started,
-            extra={"critic_method": critic.method, "critic_heldout_auc": critic.metrics.get("heldout_auc")}))
+            extra={"critic_method": critic.method if critic else None,
+                   "critic_heldout_auc": critic.metrics.get("heldout_auc") if critic else None}))
     return out, summary
 
 

@@ -271,6 +271,10 @@ def load_critic(path: str | Path, *, min_auc: float = DEFAULT_MIN_AUC, min_score
     """Load a critic bundle. Refuses (PolyAlignError) when its held-out AUC < min_auc or its scores are
     (near-)constant, unless allow_weak; refuses when its feature names differ from the featurizer's."""
     path = Path(path)
+    if (path / "crossfit.json").exists():  # deferred: crossfit imports this module
+        from .crossfit import load_crossfit_critic
+
+        return load_crossfit_critic(path, min_auc=min_auc, min_score_std=min_score_std, allow_weak=allow_weak)
     if not (path / "critic.json").exists():
         raise PolyAlignError(f"{path}: not a critic bundle (no critic.json); make one with `polyalign critic fit`")
     config = read_json(path / "critic.json")

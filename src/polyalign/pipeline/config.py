@@ -25,7 +25,7 @@ METHOD_LABELS = {"base": "Base", "sft": "SFT", "bucket_sft": "Bucket-SFT", "dpo"
                  "dpo_bsft": "DPO (B-SFT)", "dpo_w_bsft": "+w (B-SFT)", "dpo_wr_bsft": "+w+reg (B-SFT)",
                  "hdpo_sft": "HDPO (SFT)"}
 STAGE_NAMES = ("data", "base", "suite", "critic", "compare")
-STAGE_PREFIXES = ("samples_", "pairs_", "gen_", "eval_")
+STAGE_PREFIXES = ("samples_", "pairs_", "critic_", "rounds_", "gen_", "eval_")
 Policy = Literal["sft", "bucket_sft"]
 
 
@@ -41,6 +41,25 @@ class PreferenceMethod(StrictModel):
                                  description="Overrides of that config's `loss:` (e.g. use_weights, reg_lambda, "
                                              "anchor_gamma); plain DPO is every term off.")
     label: str | None = Field(None, description="Name in the reports (default: METHOD_LABELS, else the name).")
+    rounds: int = Field(1, ge=1, description="Rounds (docs/hdpo.md, Rounds). 1: train once on pairs_<pairs>. "
+                                             "k >= 2: sample the previous round's model on train prompts, refit "
+                                             "the critic, rebuild the pairs (rejected = those samples) and train "
+                                             "from that model (also the reference). The last round keeps the "
+                                             "method's name; round k < K is the stage <name>_r<k>.")
+    critic: bool = Field(True, description="false: iterated SPIN, no critic at all: pairs human > policy sample "
+                                           "only (distances 0, weights 1), built in pairs_<name>_r<k> for every "
+                                           "round; the loss must be plain DPO.")
+    replay: int | None = Field(None, ge=0, description="Rounds >= 2: how many earlier rounds' samples join the "
+                                                       "current ones on the model side of the critic refit "
+                                                       "(null: all earlier rounds; 0: the current samples only).")
+    cross_fit: int = Field(2, ge=1, description="Rounds >= 2: folds (by conversation) of the refit critic; a "
+                                                "pair's distances come from the fold critic that saw neither its "
+                                                "conversation nor its texts, a new text gets the max over the "
+                                                "folds. 1: one critic, in-sample distances (as round 1).")
+
+    def round_names(self, name: str) -> list[str]:
+        """The training-stage names of rounds 1..K: <name>_r<k> for k < K, then <name>."""
+        return [f"{name}_r{k}" for k in range(1, self.rounds)] + [name]
 
 
 def default_preference() -> dict[str, PreferenceMethod]:
@@ -135,9 +154,14 @@ class PipelineConfig(StrictModel):
     def _check_methods(self) -> PipelineConfig:
         for name in self.preference:
             check_method_name(name)
+        rounds = [r for name, spec in self.preference.items() for r in spec.round_names(name)[:-1]]
+        taken = [r for r in rounds if r in self.preference or rounds.count(r) > 1]
+        if taken:
+            raise ValueError(f"round stage name(s) {sorted(set(taken))} are also preference method names or "
+                             f"rounds of two methods; rename one")
         if len(set(self.methods)) != len(self.methods) or not self.methods:
             raise ValueError("methods must be a non-empty list without repeats")
-        known = [*BASE_METHODS, *self.preference]
+        known = [*BASE_METHODS, *self.preference, *rounds]
         unknown = [m for m in self.methods if m not in known]
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(known)} (declare preference methods "
@@ -164,13 +188,30 @@ class PipelineConfig(StrictModel):
         return None if pairs is None else [f"{self.label(a)}:{self.label(b)}" for a, b in pairs]
 
     def label(self, method: str) -> str:
-        """The readable name of a method in logs and reports."""
+        """The readable name of a method in logs and reports (an earlier round: the method's label + r<k>)."""
+        found = self.round_of(method)
+        if found and found[1] < self.preference[found[0]].rounds:
+            return f"{self.label(found[0])} r{found[1]}"
         spec = self.preference.get(method)
         return (spec.label if spec and spec.label else None) or METHOD_LABELS.get(method, method)
 
+    def round_of(self, name: str) -> tuple[str, int] | None:
+        """(preference method, round) of a training-stage name (a method is its last round); None otherwise."""
+        for method, spec in self.preference.items():
+            names = spec.round_names(method)
+            if name in names:
+                return method, names.index(name) + 1
+        return None
+
     def preference_methods(self) -> list[str]:
-        """The listed methods that are preference-trained, in `methods:` order."""
-        return [m for m in self.methods if m in self.preference]
+        """The preference methods with a listed round (the method itself or an earlier round), in `methods:`
+        order."""
+        found = [self.round_of(m) for m in self.methods]
+        return list(dict.fromkeys(f[0] for f in found if f is not None))
+
+    def rounds_needed(self, method: str) -> int:
+        """The last round of `method` that a listed method needs (its own K when the method is listed)."""
+        return max(f[1] for f in map(self.round_of, self.methods) if f is not None and f[0] == method)
 
 
 def check_method_name(name: str) -> None:

@@ -8,7 +8,11 @@ data ─▶ base ─▶ sft ────────▶ samples_sft ────
 
 A preference method (declared under `preference:`) depends on its init (sft or bucket_sft) and on the pairs
 stage of the policy whose samples are its rejected side (pairs_sft or pairs_bucket_sft); each pairs stage is
-built once and shared by every method that uses it. Only the stages the listed `methods:` need are built (no
+built once and shared by every method that uses it. A method with `rounds: K` adds, for each round k >= 2,
+samples_<m>_r<k> (the previous round's model on train prompts) -> critic_<m>_r<k> (refit, cross-fitted) ->
+pairs_<m>_r<k> -> the round's training (from the previous round's model); round k < K is the stage <m>_r<k>,
+the last keeps the name <m>, and rounds_<m> tabulates the rounds. A method with `critic: false` (iterated SPIN)
+builds its pairs in pairs_<m>_r<k> for every round and never touches a critic. Only the stages the listed `methods:` need are built (no
 samples, critic or pairs when no preference method is listed). Every stage calls the same importable function
 as its CLI verb; this module only wires folders and settings.
 """
@@ -22,7 +26,7 @@ from typing import Any
 from ..data.stratify import stratified_sample
 from ..errors import ConfigError, PolyAlignError
 from ..artifacts import Comparison, Critic, DataBuild, Evaluation, ExternalModel, ModelDir, Pairs, Predictions, \
-    SuiteDir
+    RoundsTable, SuiteDir
 from ..io import write_json
 from .config import POLICIES, STAGE_SECTIONS, PipelineConfig, merged, resolve_section
 from .graph import Stage, StageContext
@@ -85,15 +89,19 @@ class Wiring:
         check_training_keys(config)
         return config
 
-    def preference_config(self, method: str, work: Path | None = None) -> Any:
-        """The HDPORunConfig a preference method trains with: its trainer section, its loss overrides, and
-        the wired init model, pairs file, output folder and seed."""
+    def preference_config(self, method: str, work: Path | None = None, round: int | None = None) -> Any:
+        """The HDPORunConfig of a preference method's round (default: its last): its trainer section, its loss
+        overrides, and the wired init (round 1: the method's init; later: the previous round's model, which is
+        also the frozen reference), pairs file, output folder and seed."""
         from ..config import validate_config
         from ..train.hdpo import HDPORunConfig, LossSection, check_training_keys
 
         spec = self.config.preference[method]
-        wired = {"model": self.model_path(spec.init), "pairs": str(Pairs(self.dir(f"pairs_{spec.pairs}")).file),
-                 "output_dir": str(model_dir(work or self.dir(method)).path), "seed": self.config.seed}
+        k = round or spec.rounds
+        names = spec.round_names(method)
+        init = spec.init if k == 1 else names[k - 2]
+        wired = {"model": self.model_path(init), "pairs": str(Pairs(self.dir(self.round_pairs_stage(method, k))).file),
+                 "output_dir": str(model_dir(work or self.dir(names[k - 1])).path), "seed": self.config.seed}
         config = validate_config(merged(self.sections[spec.trainer], wired), HDPORunConfig,
                                  prefix=(spec.trainer,))
         if spec.loss:
@@ -103,11 +111,72 @@ class Wiring:
         check_training_keys(config)
         return config
 
+    def round_pairs_stage(self, method: str, k: int) -> str:
+        """The pairs stage of round k: the shared pairs_<policy> for round 1 of a method with a critic, else
+        pairs_<method>_r<k>."""
+        spec = self.config.preference[method]
+        return f"pairs_{spec.pairs}" if k == 1 and spec.critic else f"pairs_{method}_r{k}"
+
+    def round_samples_stage(self, method: str, k: int) -> str:
+        """The samples whose texts are round k's rejected side: the pairs policy's for round 1, then those of
+        the previous round's model (k = K + 1: the last round's model, for the rounds table only)."""
+        return f"samples_{self.config.preference[method].pairs}" if k == 1 else f"samples_{method}_r{k}"
+
+    def round_critic_stage(self, method: str, k: int) -> str | None:
+        """The critic of round k (the shared critic for round 1); None for a method without a critic."""
+        if not self.config.preference[method].critic:
+            return None
+        return "critic" if k == 1 else f"critic_{method}_r{k}"
+
+    def replayed_samples(self, method: str, k: int) -> list[str]:
+        """The sample stages on the model side of round k's critic refit: the earlier rounds' within `replay`,
+        then the current round's."""
+        replay = self.config.preference[method].replay
+        first = 1 if replay is None else max(1, k - replay)
+        return [self.round_samples_stage(method, j) for j in range(first, k + 1)]
+
+    def round_critic_config(self, method: str, k: int, work: Path | None = None) -> Any:
+        """The CriticConfig of critic_<method>_r<k> (k >= 2): humans vs the replayed and current samples."""
+        from ..config import validate_config
+        from ..critic.fit import CriticConfig
+
+        wired = {"data": str(self.dir("data")), "out": str(work or self.dir(f"critic_{method}_r{k}")),
+                 "seed": self.config.seed,
+                 "predictions": [str(Predictions(self.dir(s)).file) for s in self.replayed_samples(method, k)]}
+        config = validate_config(merged(self.sections["critic"], wired), CriticConfig, prefix=("critic",))
+        if self.config.preference[method].cross_fit > 1 and config.method != "learned":
+            raise ConfigError(f"preference.{method}.cross_fit: cross-fitting refits a learned critic, but the "
+                              f"critic method is {config.method!r} (set cross_fit: 1)")
+        return config
+
+    def round_pairs_config(self, method: str, k: int, work: Path | None = None) -> Any:
+        """The PairsConfig of pairs_<method>_r<k>: rejected side = round k's samples; scored by round k's
+        critic, or (critic: false) human > sample pairs only, no critic, weights 1."""
+        from ..config import validate_config
+        from ..pairs import PairsConfig
+
+        spec = self.config.preference[method]
+        settings = self.sections["pairs"]
+        if not spec.critic:
+            settings = merged(settings, {"types": ["human_over_model"], "weights": {"enabled": False}})
+        critic = self.round_critic_stage(method, k)
+        wired = {"data": str(self.dir("data")), "critic": str(self.dir(critic)) if critic else None,
+                 "out": str(work or self.dir(f"pairs_{method}_r{k}")), "seed": self.config.seed,
+                 "profile": self.config.profile,
+                 "predictions": [str(Predictions(self.dir(self.round_samples_stage(method, k))).file)]}
+        return validate_config(merged(settings, wired), PairsConfig, prefix=("pairs",))
+
     def check_plain_dpo(self, method: str, config: Any) -> None:
-        """A method on the plain-DPO trainer config (`trainer: dpo`) must train plain DPO."""
+        """A method on the plain-DPO trainer config (`trainer: dpo`), or without a critic (iterated SPIN),
+        must train plain DPO."""
         from ..train.hdpo import as_plain_dpo, is_plain_dpo
 
-        if self.config.preference[method].trainer != "dpo" or is_plain_dpo(config):
+        spec = self.config.preference[method]
+        if not spec.critic and not is_plain_dpo(config):
+            _, notes = as_plain_dpo(config)
+            raise ConfigError(f"preference.{method}: critic: false trains plain DPO (iterated SPIN), but this loss "
+                              f"has HDPO terms on ({'; '.join(notes) or 'label_smoothing'}): use trainer: dpo")
+        if spec.trainer != "dpo" or is_plain_dpo(config):
             return
         _, notes = as_plain_dpo(config)
         if config.loss.label_smoothing:
@@ -131,8 +200,12 @@ class Wiring:
                 validate_config(base.pretrain, PretrainConfig, prefix=("base", "pretrain"))
         for policy in POLICIES:
             self.sft_config(policy)
-        for method in self.config.preference:
+        for method, spec in self.config.preference.items():
             self.check_plain_dpo(method, self.preference_config(method))
+            for k in range(1 if not spec.critic else 2, spec.rounds + 1):
+                if spec.critic:
+                    self.round_critic_config(method, k)
+                self.round_pairs_config(method, k)
         self.decoding()
         self.decoding(self.config.samples.decoding)
         self.critic_config()
@@ -233,11 +306,11 @@ def _sft(w: Wiring, method: str):
     return run
 
 
-def _preference(w: Wiring, method: str):
+def _preference(w: Wiring, method: str, round: int | None = None):
     def run(ctx: StageContext) -> None:
         from ..train.hdpo import run_hdpo
 
-        config = w.preference_config(method, ctx.work_dir)  # plain DPO when its loss has every term off
+        config = w.preference_config(method, ctx.work_dir, round)  # plain DPO when its loss has every term off
         run_hdpo(config, log=lambda m, *a, **k: ctx.log(f"  {m}"), callbacks=ctx.trainer_callbacks())
     return run
 
@@ -267,6 +340,7 @@ def _suite(w: Wiring):
 
 
 def _samples(w: Wiring, method: str):
+    """Samples of the model of stage `method` (a policy, or a preference method's round) on train prompts."""
     def run(ctx: StageContext) -> None:
         from ..data.build import load_records
         from ..generate import generate_predictions
@@ -294,6 +368,49 @@ def _pairs(w: Wiring, policy: str):
 
         build_pairs_stage(w.pairs_config(policy, ctx.work_dir))
     return run
+
+
+def _round_critic(w: Wiring, method: str, k: int):
+    def run(ctx: StageContext) -> None:
+        from ..critic.crossfit import fit_round_critic
+
+        fit_round_critic(w.round_critic_config(method, k, ctx.work_dir), w.config.preference[method].cross_fit)
+    return run
+
+
+def _round_pairs(w: Wiring, method: str, k: int):
+    def run(ctx: StageContext) -> None:
+        from ..pairs import build_pairs_stage
+
+        build_pairs_stage(w.round_pairs_config(method, k, ctx.work_dir))
+    return run
+
+
+def _rounds_table(w: Wiring, method: str):
+    def run(ctx: StageContext) -> None:
+        from ..eval.rounds import write_rounds_table
+
+        write_rounds_table(ctx.work_dir, round_inputs(w, method), DataBuild(ctx.deps["data"]).path,
+                           context_key=w.config.suite.context_key, method=w.config.label(method))
+    return run
+
+
+def round_inputs(w: Wiring, method: str) -> list[Any]:
+    """The rows of rounds_<method>: for each round the samples its critic and pairs saw (those of the policy
+    entering the round) and its critic, then the last round's model's samples (no critic)."""
+    from ..eval.rounds import RoundInput
+
+    spec = w.config.preference[method]
+    names = spec.round_names(method)
+    policies = [w.config.label(spec.pairs)] + [w.config.label(n) for n in names]
+    rows = []
+    for k in range(1, spec.rounds + 2):
+        critic = w.round_critic_stage(method, k) if k <= spec.rounds else None
+        rows.append(RoundInput(round=k, policy=policies[k - 1],
+                               samples=Predictions(w.dir(w.round_samples_stage(method, k))).file,
+                               critic=Critic(w.dir(critic)).path if critic else None,
+                               critic_in_sample=k == 1 or spec.cross_fit == 1))
+    return rows
 
 
 def _generate(w: Wiring, method: str):
@@ -328,17 +445,33 @@ def _compare(w: Wiring):
     return run
 
 
+def uses_critic(config: PipelineConfig) -> bool:
+    """True when a listed preference method trains on critic-scored pairs (then the shared critic is built)."""
+    return any(config.preference[m].critic for m in config.preference_methods())
+
+
 def needed_policies(config: PipelineConfig) -> list[str]:
-    """The SFT policies to train: those listed, and both when a preference method is listed (its init, and
-    the critic's model side is the samples of both)."""
-    if config.preference_methods():
+    """The SFT policies to train: those listed, both when a listed preference method uses the critic (the
+    critic's model side is the samples of both), and the inits and pairs policies of the others."""
+    if uses_critic(config):
         return list(POLICIES)
-    return [p for p in POLICIES if p in config.methods]
+    specs = [config.preference[m] for m in config.preference_methods()]
+    used = set(config.methods) | {s.init for s in specs} | {s.pairs for s in specs}
+    return [p for p in POLICIES if p in used]
+
+
+def sampled_policies(config: PipelineConfig) -> list[str]:
+    """The policies whose samples on train prompts are needed (by the critic, or as round 1's rejected side)."""
+    if uses_critic(config):
+        return list(POLICIES)
+    used = {config.preference[m].pairs for m in config.preference_methods()}
+    return [p for p in POLICIES if p in used]
 
 
 def pairs_policies(config: PipelineConfig) -> list[str]:
-    """The policies whose pairs stage a listed preference method trains on (each built once)."""
-    used = {config.preference[m].pairs for m in config.preference_methods()}
+    """The policies whose shared pairs stage a listed preference method with a critic trains on (each built
+    once)."""
+    used = {config.preference[m].pairs for m in config.preference_methods() if config.preference[m].critic}
     return [p for p in POLICIES if p in used]
 
 
@@ -348,12 +481,17 @@ def _sft_stages(w: Wiring, policy: str, with_samples: bool) -> list[Stage]:
                     config=w.sft_config(policy).model_dump(mode="json", exclude={"output_dir"}),
                     description=c.label(policy))]
     if with_samples:
-        stages.append(Stage(f"samples_{policy}", _samples(w, policy), deps=("data", policy), resumable=True,
-                            output=Predictions,
-                            config={**c.samples.model_dump(), "decoding": w.decoding(c.samples.decoding).model_dump(),
-                                    "profile": c.profile, "seed": c.seed},
-                            description=f"policy samples of {c.label(policy)} on train prompts"))
+        stages.append(_samples_stage(w, f"samples_{policy}", policy))
     return stages
+
+
+def _samples_stage(w: Wiring, name: str, model_stage: str) -> Stage:
+    """Samples of `model_stage`'s model on train prompts (the samples section: same prompts every round)."""
+    c = w.config
+    return Stage(name, _samples(w, model_stage), deps=("data", model_stage), resumable=True, output=Predictions,
+                 config={**c.samples.model_dump(), "decoding": w.decoding(c.samples.decoding).model_dump(),
+                         "profile": c.profile, "seed": c.seed},
+                 description=f"policy samples of {c.label(model_stage)} on train prompts")
 
 
 def _pairs_stage(w: Wiring, policy: str) -> Stage:
@@ -362,14 +500,58 @@ def _pairs_stage(w: Wiring, policy: str) -> Stage:
                  description=f"preference pairs (rejected = {w.config.label(policy)} samples)")
 
 
-def _preference_stage(w: Wiring, method: str) -> Stage:
+def _preference_stage(w: Wiring, method: str, k: int = 1) -> Stage:
+    """Round k's training stage (round 1 of a one-round method: the method's own stage, as before rounds)."""
     spec = w.config.preference[method]
-    config = w.preference_config(method)
-    return Stage(method, _preference(w, method), deps=(spec.init, f"pairs_{spec.pairs}"), resumable=True,
+    names = spec.round_names(method)
+    init = spec.init if k == 1 else names[k - 2]
+    pairs = w.round_pairs_stage(method, k)
+    config = w.preference_config(method, round=k)
+    return Stage(names[k - 1], _preference(w, method, k), deps=(init, pairs), resumable=True,
                  output=model_dir,
                  config=config.model_dump(mode="json", exclude={"output_dir"}),
-                 description=f"{w.config.label(method)}: {loss_description(config)} from "
-                             f"{w.config.label(spec.init)} on pairs_{spec.pairs}")
+                 description=f"{w.config.label(names[k - 1])}: {loss_description(config)} from "
+                             f"{w.config.label(init)} on {pairs}")
+
+
+def _round_stages(w: Wiring, method: str) -> list[Stage]:
+    """The stages of a preference method's rounds up to the last one a listed method needs (see the module
+    docstring), and its rounds table when the method itself is listed with rounds > 1."""
+    c = w.config
+    spec = c.preference[method]
+    names = spec.round_names(method)
+    stages: list[Stage] = []
+    for k in range(1, c.rounds_needed(method) + 1):
+        if k >= 2:
+            stages.append(_samples_stage(w, w.round_samples_stage(method, k), names[k - 2]))
+            if spec.critic:
+                config = w.round_critic_config(method, k)
+                stages.append(Stage(
+                    f"critic_{method}_r{k}", _round_critic(w, method, k), output=Critic,
+                    deps=("data", *w.replayed_samples(method, k)),
+                    config={**config.model_dump(mode="json", exclude={"out"}), "cross_fit": spec.cross_fit},
+                    description=f"round {k} critic: humans vs {', '.join(w.replayed_samples(method, k))}"
+                                + (f" ({spec.cross_fit}-fold cross-fitted)" if spec.cross_fit > 1 else "")))
+        if k >= 2 or not spec.critic:
+            critic = w.round_critic_stage(method, k)
+            stages.append(Stage(
+                f"pairs_{method}_r{k}", _round_pairs(w, method, k), output=Pairs,
+                deps=("data", *([critic] if critic else []), w.round_samples_stage(method, k)),
+                config=w.round_pairs_config(method, k).model_dump(mode="json", exclude={"out"}),
+                description=f"round {k} pairs (rejected = {w.round_samples_stage(method, k)}"
+                            f"{'' if critic else ', no critic'})"))
+        stages.append(_preference_stage(w, method, k))
+    if spec.rounds > 1 and method in c.methods:
+        final = w.round_samples_stage(method, spec.rounds + 1)
+        stages.append(_samples_stage(w, final, method))
+        rows = round_inputs(w, method)
+        deps = ["data", *(w.round_samples_stage(method, k) for k in range(1, spec.rounds + 2)),
+                *(w.round_critic_stage(method, k) for k in range(1, spec.rounds + 1) if spec.critic)]
+        stages.append(Stage(f"rounds_{method}", _rounds_table(w, method), deps=tuple(deps), output=RoundsTable,
+                            config={"method": method, "rounds": spec.rounds, "critic": spec.critic,
+                                    "context_key": list(c.suite.context_key), "rows": len(rows)},
+                            description=f"{c.label(method)}: per-round critic AUC, distances and lengths"))
+    return stages
 
 
 def _method_stages(w: Wiring, method: str) -> list[Stage]:
@@ -397,14 +579,16 @@ def build_stages(w: Wiring) -> list[Stage]:
               description="evaluation suite from the test split, drawn per context group"),
     ]
     preference = c.preference_methods()
+    sampled = sampled_policies(c)
     for policy in needed_policies(c):
-        stages.extend(_sft_stages(w, policy, with_samples=bool(preference)))
-    if preference:
+        stages.extend(_sft_stages(w, policy, with_samples=policy in sampled))
+    if uses_critic(c):
         stages.append(Stage("critic", _critic(w), deps=("data", *(f"samples_{p}" for p in POLICIES)), output=Critic,
                             config=w.critic_config().model_dump(mode="json", exclude={"out"}),
                             description="bucket-conditioned critic: human vs model"))
         stages.extend(_pairs_stage(w, policy) for policy in pairs_policies(c))
-        stages.extend(_preference_stage(w, method) for method in preference)
+    for method in preference:
+        stages.extend(_round_stages(w, method))
     for method in c.methods:
         stages.extend(_method_stages(w, method))
     stages.append(Stage("compare", _compare(w), deps=tuple(f"eval_{m}" for m in c.methods), output=Comparison,
@@ -419,7 +603,8 @@ def stage_names(w: Wiring) -> list[str]:
 
 def unlisted_methods(config: PipelineConfig, names: Sequence[str]) -> list[str]:
     """The methods not in `methods:` that the stage names ask for (their stages are not built)."""
-    declared = [m for m in (*POLICIES, "base", *config.preference) if m not in config.methods]
+    rounds = [r for m, spec in config.preference.items() for r in spec.round_names(m)[:-1]]
+    declared = [m for m in (*POLICIES, "base", *config.preference, *rounds) if m not in config.methods]
     return [m for m in declared if any(n in (m, f"gen_{m}", f"eval_{m}") for n in names)]
 
 
