@@ -262,14 +262,15 @@ def build_pairs(records: Sequence[Any], prediction_rows: Sequence[Mapping[str, A
     # 2. one batched critic call
     keys = list(texts_to_score)
     unknown = "pooled" if config.unknown_bucket == "pooled" else "error"
-    extra = {"conversations": [k[3] for k in keys]} if by_conversation else {}
+    extra = {"conversations": [k[3] for k in keys], "seen": "nan"} if by_conversation else {}
     if critic is None or not keys:
         scores = np.zeros(len(keys))
     else:
         scores = critic.score([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], unknown=unknown,
                               **extra)
     scores = np.asarray(scores, dtype=np.float64)
-    if not np.all(np.isfinite(scores)):
+    # a cross-fitted critic gives NaN to a text every member saw: its pairs are dropped below, never scored
+    if not np.all(np.isfinite(scores) | (np.isnan(scores) & by_conversation)):
         raise PolyAlignError("the critic produced NaN or infinite distances")
     distance = {k: float(s) for k, s in zip(keys, scores)}
 
@@ -284,8 +285,9 @@ def build_pairs(records: Sequence[Any], prediction_rows: Sequence[Mapping[str, A
 
         for cand in cands:
             if pair_type == "critic_ranked":
-                picked = critic_ranked_candidate(cand, [d(t) if t.strip() else math.inf for t in cand],
-                                                 config.critic_ranked_min_gap, skipped)
+                usable = [t for t in cand if t.strip() and not math.isnan(d(t))]  # NaN: every critic saw it
+                picked = critic_ranked_candidate(usable, [d(t) for t in usable], config.critic_ranked_min_gap,
+                                                 skipped)
                 if picked is None:
                     continue
                 chosen, rejected = picked[0], picked[1]
@@ -293,6 +295,9 @@ def build_pairs(records: Sequence[Any], prediction_rows: Sequence[Mapping[str, A
                 chosen, rejected = cand[0], cand[1]
             if same_text(chosen, rejected):
                 skipped[f"{pair_type}:chosen_equals_rejected"] += 1
+                continue
+            if math.isnan(d(chosen)) or math.isnan(d(rejected)):
+                skipped[f"{pair_type}:every_critic_saw_a_text"] += 1
                 continue
             k = counter[(_get(record, "id"), pair_type)]
             counter[(_get(record, "id"), pair_type)] += 1

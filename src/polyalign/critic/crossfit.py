@@ -6,7 +6,9 @@ conversation of fold j. A row whose text (after whitespace normalization) occurs
 every member, so such rows are left out of every member's data (and counted). A text is scored by the members
 that saw neither its conversation nor the text itself; when several qualify (a new text: all of them) the score
 is their maximum, the conservative choice for a distance the policy is rewarded to lower (with two members the
-maximum is mean + standard deviation). A text no member is blind to is an error, never scored in-sample.
+maximum is mean + standard deviation). A text no member is blind to (in the bundled OASST data an alternative
+response of one branch can be the response of a sibling branch, another conversation) is never scored in-sample:
+an error, or NaN for the caller to drop (pairs build drops and counts those pairs).
 
 The bundle is a folder: members/<j>/ (a plain critic bundle each), crossfit.json (folds, the texts each member
 saw), metrics.json (out-of-fold metrics: every row scored by the member blind to it), manifest.json.
@@ -95,9 +97,12 @@ class CrossFitCritic:
                 if (fold is None or fold == j) and key not in self.seen[j]]
 
     def score_features(self, x: np.ndarray, bucket_ids: Sequence[str], *, texts: Sequence[str] | None = None,
-                       unknown: str = "error", conversations: Sequence[str | None] | None = None) -> np.ndarray:
+                       unknown: str = "error", conversations: Sequence[str | None] | None = None,
+                       seen: str = "error") -> np.ndarray:
         """Distances: for each row the max over the members blind to it (texts are required: they decide which
-        members saw a row)."""
+        members saw a row). A row no member is blind to is an error, or NaN with seen="nan"."""
+        if seen not in ("error", "nan"):
+            raise PolyAlignError(f"seen must be 'error' or 'nan', got {seen!r}")
         if texts is None:
             raise PolyAlignError("a cross-fitted critic needs the texts to know which members saw them")
         if conversations is None:
@@ -111,6 +116,9 @@ class CrossFitCritic:
         out = np.empty(len(texts), dtype=np.float64)
         for i, (text, conversation) in enumerate(zip(texts, conversations)):
             blind = self.blind_members(text, conversation)
+            if not blind and seen == "nan":
+                out[i] = np.nan
+                continue
             if not blind:
                 raise PolyAlignError(f"no member of the cross-fitted critic is blind to text {i} (conversation "
                                      f"{conversation!r}): it would be scored in-sample")
@@ -118,9 +126,10 @@ class CrossFitCritic:
         return out
 
     def score(self, texts: Sequence[str], languages: Sequence[str], bucket_ids: Sequence[str], *,
-              unknown: str = "error", conversations: Sequence[str | None] | None = None) -> np.ndarray:
+              unknown: str = "error", conversations: Sequence[str | None] | None = None,
+              seen: str = "error") -> np.ndarray:
         """Distances of texts (features computed once); `conversations` names each text's conversation (None:
-        a new text, scored by every member that did not see it)."""
+        a new text, scored by every member that did not see it); `seen` as in score_features."""
         if not (len(texts) == len(languages) == len(bucket_ids)):
             raise PolyAlignError(f"score: got {len(texts)} texts, {len(languages)} languages and "
                                  f"{len(bucket_ids)} bucket ids")
@@ -128,7 +137,7 @@ class CrossFitCritic:
             return np.zeros(0)
         x = np.asarray(self.featurizer(list(texts), list(languages)), dtype=np.float64)
         return self.score_features(x, list(bucket_ids), texts=list(texts), unknown=unknown,
-                                   conversations=conversations)
+                                   conversations=conversations, seen=seen)
 
 
 # ---------------------------------------------------------------------------------------------------------------
