@@ -182,6 +182,8 @@ def rounds_config(tmp: Path, data_dir: Path) -> Path:
                          "spin": {"init": "bucket_sft", "pairs": "bucket_sft", "trainer": "dpo", "critic": False,
                                   "rounds": 2}}
     raw["methods"] = ["hdpo", "spin"]
+    for trainer in ("dpo", "hdpo"):  # a step size at which 2 steps change what the tiny model samples
+        raw[trainer]["training"]["learning_rate"] = 0.05
     path.write_text(yaml.safe_dump(raw, allow_unicode=True))
     return path
 
@@ -265,6 +267,12 @@ def test_interrupted_rounds_rerun_equal_an_uninterrupted_run(tmp_path, shared_da
         assert _artifacts(a / "runs", stage), stage
 
     runs = a / "runs"
+    # each round samples the previous round's model, and that model has moved: its samples differ
+    texts = {stage: (runs / stage / "predictions.jsonl").read_text()
+             for stage in ("samples_bucket_sft", "samples_hdpo_r2", "samples_hdpo_r3", "samples_spin_r2")}
+    assert len(set(texts.values())) == 4
+    assert read_json(runs / "samples_hdpo_r2" / "manifest.json")["identity"]["model"] == \
+        str((runs / "hdpo_r1" / "model").resolve())
     # round 2 pairs: distances from the fold critic blind to the pair's conversation and texts
     critic = model.load_critic(runs / "critic_hdpo_r2", allow_weak=True)
     assert isinstance(critic, CrossFitCritic) and len(critic.members) == 2
