@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 
 from .config import StrictModel
 from .errors import ConfigError, InputError, PolyAlignError
-from .io import append_jsonl, iter_jsonl, make_manifest, read_json, write_json
+from .io import append_jsonl, drop_torn_tail, iter_jsonl, make_manifest, read_json, write_json
 from .models.loading import eos_token_ids as _eos_ids
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -240,6 +240,7 @@ def generate_predictions(model_path: str | Path, records: Sequence[Any], out_dir
     _check_resume(out_dir, identity)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / PREDICTIONS_FILE
+    drop_torn_tail(path)  # a row torn by a kill mid-append is generated again
     done = _done_keys(path)
     todo = [r for r in records
             if any((str(_get(r, "id")), k) not in done for k in range(decoding.num_samples))]
