@@ -32,11 +32,16 @@ def file_table(folder: str | Path, exclude: tuple[str, ...] = ()) -> dict[str, d
     return table
 
 
+METADATA_NAME = "manifest.json"
+
+
 def table_digest(table: dict[str, dict[str, Any]] | None) -> str | None:
-    """One hash of a file table's paths and contents (None for None): what a dependent stage was built from."""
+    """One hash of a file table's paths and contents, without the manifests (their creation times and wall times
+    change on every rebuild): what a dependent stage was built from (None for None)."""
     if table is None:
         return None
-    return sha256_json({rel: entry["sha256"] for rel, entry in table.items()})
+    return sha256_json({rel: entry["sha256"] for rel, entry in table.items()
+                        if rel.rsplit("/", 1)[-1] != METADATA_NAME})
 
 
 def check_files(folder: str | Path, table: dict[str, dict[str, Any]], *, full: bool = False,
