@@ -172,7 +172,7 @@ def _raise_write_error(exc: BaseException, path: Path, target: Path | None = Non
     failure = write_failure(exc)
     if failure is not None:
         reason, name = failure
-        where = _public(name, target, path) if target is not None else Path(name or path)
+        where = _public(name, target, path) if target is not None else path
         raise WriteError(where, reason, note="the partial output was removed") from exc
 
 
@@ -201,13 +201,17 @@ def write_jsonl(path: str | Path, rows: Iterable[Any]) -> int:
 def append_jsonl(path: str | Path, rows: Iterable[Any]) -> int:
     """Append rows to a JSONL file, flushing each line (for resumable outputs; see drop_torn_tail)."""
     n = 0
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(_dumps(row) + "\n")
-            fh.flush()
-            n += 1
-            faults.point("append")
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(_dumps(row) + "\n")
+                fh.flush()
+                n += 1
+                faults.point("append")
+    except OSError as exc:
+        _raise_write_error(exc, Path(path))
+        raise
     return n
 
 
