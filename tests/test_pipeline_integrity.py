@@ -36,7 +36,7 @@ def test_stage_json_records_every_file_with_its_hash(tmp_path):
     assert set(json.loads((tmp_path / "b" / "stage.json").read_text())["dep_digests"]) == {"a"}
 
 
-@pytest.mark.parametrize("edit", ["same_size", "longer", "deleted", "added", "touched_only"])
+@pytest.mark.parametrize("edit", ["same_size", "longer", "deleted", "added", "touched_only", "record"])
 def test_modified_artifact_is_named_and_rebuilt(tmp_path, edit):
     calls, messages = [], []
     _pipeline(tmp_path, calls).run()
@@ -47,6 +47,9 @@ def test_modified_artifact_is_named_and_rebuilt(tmp_path, edit):
         target.write_text("A, edited by hand")
     elif edit == "deleted":
         target.unlink()
+    elif edit == "record":
+        target = tmp_path / "a" / "stage.json"
+        target.write_text(target.read_text()[:50])
     elif edit == "added":
         (tmp_path / "a" / "model" / "extra.bin").write_bytes(b"x")
     else:
@@ -59,9 +62,11 @@ def test_modified_artifact_is_named_and_rebuilt(tmp_path, edit):
         return
     assert status == {"a": "ran", "b": "cached"}, "a deterministic rebuild leaves its dependents cached"
     [line] = [m for m in messages if m.startswith("[rebuild] a:")]
-    assert str(tmp_path / "a" / "model" / ("extra.bin" if edit == "added" else "out.txt")) in line
-    assert {"same_size": "sha256", "longer": "size", "deleted": "missing", "added": "added"}[edit] in line
-    assert target.read_text() == "A"
+    named = {"added": "model/extra.bin", "record": "stage.json"}.get(edit, "model/out.txt")
+    assert str(tmp_path / "a" / named) in line
+    assert {"same_size": "sha256", "longer": "size", "deleted": "missing", "added": "added",
+            "record": "unreadable"}[edit] in line
+    assert (tmp_path / "a" / "model" / "out.txt").read_text() == "A"
     print(line)
 
 

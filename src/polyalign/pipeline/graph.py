@@ -174,6 +174,9 @@ class Pipeline:
         dependency's contents changed; ('modified', one line per file) when its files differ from the hashes it
         recorded. Records written before hashes were recorded are trusted."""
         record = self.record(stage.name)
+        path = self.out_dir(stage.name) / STAGE_RECORD
+        if record is None and path.exists():
+            return "modified", [f"{path}: unreadable (not the stage record it wrote)"]
         if record is None or record.get("cache_key") != key:
             return "stale", []
         files = record.get("files")
