@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.polyalign-installed
 
-.PHONY: demo test test-slow test-all bench browser clean smollm2 experiment experiment-smollm2
+.PHONY: demo test test-slow test-faults test-all bench browser clean smollm2 experiment experiment-smollm2
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP) browser
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# The fault-injection harness alone (also part of test-slow): SIGKILL at every fault point of every stage, then
+# resume; prints the stage x kill point table (docs/faults.md).
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m slow tests/test_pipeline_faults.py
 
 test-all: $(STAMP) browser
 	$(BIN)/python -m pytest -q

@@ -168,3 +168,17 @@ def test_rows_say_whether_max_new_tokens_cut_the_response(model_dir: Path, tmp_p
     monkeypatch.setattr(gen, "_eos_ids", lambda model, tokenizer: list(range(vocab)))  # every token does
     stopped = _rows(generate_predictions(model_dir, records, tmp_path / "stop", decoding))
     assert {r["finish"] for r in stopped} == {"stop"}
+
+
+def test_resume_after_a_kill_mid_batch_writes_the_same_rows(model_dir: Path, tmp_path: Path) -> None:
+    """A kill after some rows of a batch (and one row torn in half): the resumed run regenerates the batches of an
+    uninterrupted run, so predictions.jsonl ends byte-identical."""
+    records = make_records(10, 4)
+    cfg = DecodingConfig(max_new_tokens=10, seed=5, batch_size=4)
+    whole = (generate_predictions(model_dir, records, tmp_path / "a", cfg)).read_bytes()
+    killed = generate_predictions(model_dir, records, tmp_path / "b", cfg)
+    lines = killed.read_bytes().splitlines(keepends=True)
+    killed.write_bytes(b"".join(lines[:5]) + lines[5][:7])
+    generate_predictions(model_dir, records, tmp_path / "b", cfg)
+    assert killed.read_bytes() == whole
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["n_generated_now"] == 5

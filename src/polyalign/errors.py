@@ -31,3 +31,20 @@ class InputError(PolyAlignError):
 
 class ConfigError(PolyAlignError):
     """A configuration file or option is invalid."""
+
+
+class WriteError(PolyAlignError):
+    """Writing an output failed (full disk, no permission, read-only file system): names the path."""
+
+    def __init__(self, path: str | Path, reason: str, *, note: str = ""):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: cannot write: {reason}" + (f"; {note}" if note else ""))
+
+
+class IntegrityError(PolyAlignError):
+    """A cached artifact's files differ from the hashes its stage recorded."""
+
+
+class LockedError(PolyAlignError):
+    """Another process holds the work folder's lock."""

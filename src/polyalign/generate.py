@@ -3,7 +3,9 @@
 `generate_predictions(model, records, out_dir, decoding, profile=...)` writes `out_dir/predictions.jsonl` (one row
 per record and sample: id, sample, bucket fields, prediction) and `out_dir/manifest.json` (model, decoding,
 counts, throughput). It is resumable: rows already in predictions.jsonl are skipped and new rows are appended
-batch by batch. Prompts are built with `prompt_messages(record, profile)`, cut from the left to fit the model,
+batch by batch; a resumed run forms the batches of an uninterrupted one (padding changes outputs), so it writes
+the same rows (a row torn by a kill is cut off and written again). `new_tokens`, `n_generated_now` and the
+throughput in the manifest count the session that finished the run. Prompts are built with `prompt_messages(record, profile)`, cut from the left to fit the model,
 sorted by length so each batch pads little, and left-padded. Backends: transformers (always) and vLLM (when it is
 installed; import-guarded).
 
@@ -25,7 +27,7 @@ from pydantic import Field, model_validator
 
 from .config import StrictModel
 from .errors import ConfigError, InputError, PolyAlignError
-from .io import append_jsonl, iter_jsonl, make_manifest, read_json, write_json
+from .io import append_jsonl, drop_torn_tail, iter_jsonl, make_manifest, read_json, write_json
 from .models.loading import eos_token_ids as _eos_ids
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -205,6 +207,15 @@ def _check_resume(out_dir: Path, identity: dict[str, Any]) -> None:
                           f"(see its manifest.json); use another --out directory")
 
 
+def _complete(out_dir: Path, identity: dict[str, Any]) -> bool:
+    """Whether out_dir's manifest says a generation with this identity finished."""
+    manifest_path = out_dir / "manifest.json"
+    if not manifest_path.exists():
+        return False
+    manifest = read_json(manifest_path)
+    return manifest.get("status") == "complete" and manifest.get("identity") == identity
+
+
 def resolve_backend(backend: str) -> str:
     """'auto' → 'vllm' when vLLM is installed and CUDA is available, else 'transformers'."""
     if backend not in ("auto", "transformers", "vllm"):
@@ -240,9 +251,12 @@ def generate_predictions(model_path: str | Path, records: Sequence[Any], out_dir
     _check_resume(out_dir, identity)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / PREDICTIONS_FILE
+    drop_torn_tail(path)  # a row torn by a kill mid-append is generated again
     done = _done_keys(path)
     todo = [r for r in records
             if any((str(_get(r, "id")), k) not in done for k in range(decoding.num_samples))]
+    if not todo and _complete(out_dir, identity):
+        return path  # finished before (a kill after the last row): its manifest already has the run's numbers
     chosen = resolve_backend(backend)
     base_manifest = {"identity": identity, "backend": chosen, "n_records": len(records),
                      "n_samples_per_record": decoding.num_samples}
@@ -257,8 +271,10 @@ def generate_predictions(model_path: str | Path, records: Sequence[Any], out_dir
         if chosen == "vllm":
             stats, n_cut = _generate_vllm(source, todo, conversations, decoding, path, done, on_batch)
         else:
-            stats, n_cut = _generate_transformers(source, todo, conversations, decoding, path, done, device,
-                                                  on_batch)
+            # every record, in the batches of an uninterrupted run (a batch's padding changes its outputs);
+            # batches whose rows are all written are skipped
+            stats, n_cut = _generate_transformers(source, records, [_messages(r, profile) for r in records],
+                                                  decoding, path, done, device, on_batch)
     total_rows = len(_done_keys(path))
     write_json(out_dir / "manifest.json", make_manifest(
         stage="generate", config={"decoding": decoding.model_dump(), "profile": profile, "backend": chosen},
@@ -294,6 +310,8 @@ def _generate_transformers(source: str, records: Sequence[Any], conversations: S
     total = GenerationStats()
     for start in range(0, len(order), decoding.batch_size):
         batch = order[start:start + decoding.batch_size]
+        if all((str(_get(records[i], "id")), k) in done for i in batch for k in range(decoding.num_samples)):
+            continue
         outputs, stats = generate_texts(model, tokenizer, [texts[i] for i in batch], decoding,
                                         seed_keys=[str(_get(records[i], "id")) for i in batch])
         k_samples = decoding.num_samples
@@ -302,7 +320,7 @@ def _generate_transformers(source: str, records: Sequence[Any], conversations: S
                 if (str(_get(records[i], "id")), k) not in done]
         append_jsonl(path, rows)
         total.n_prompts += stats.n_prompts
-        total.n_sequences += stats.n_sequences
+        total.n_sequences += len(rows)  # rows written now (a resumed batch is generated again in full)
         total.new_tokens += stats.new_tokens
         total.seconds += stats.seconds
         if on_batch:

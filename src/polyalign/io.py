@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -18,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from . import faults
+from .errors import InputError, WriteError
 
 TRACKED_PACKAGES = ("polyalign", "torch", "transformers", "trl", "accelerate", "datasets", "peft", "numpy",
                     "scikit-learn", "jieba", "sacrebleu", "mauve-text")
@@ -77,20 +79,101 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+WRITE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                errno.EROFS: "read-only file system", errno.EFBIG: "file too large"}
+_ERRNO_TEXT = {"no space left on device": errno.ENOSPC, "os error 28": errno.ENOSPC, "storagefull": errno.ENOSPC,
+               "permission denied": errno.EACCES, "read-only file system": errno.EROFS}
+
+
+def write_failure(exc: BaseException) -> tuple[str, str | None] | None:
+    """(reason, file name or None) when `exc` (or what caused it) is a failed write: full disk, no permission,
+    read-only file system; None for any other error. Libraries that write from native code (safetensors) raise
+    their own types with the OS message in the text, which is matched too."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            return WRITE_ERRNOS[exc.errno], exc.filename
+        if isinstance(exc, WriteError):
+            return exc.reason, exc.path
+        text = str(exc).lower()
+        for needle, code in _ERRNO_TEXT.items():
+            if needle in text and not isinstance(exc, (InputError, OSError)):
+                return WRITE_ERRNOS[code], None
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _public(name: str | None, target: Path, path: Path) -> Path:
+    """A file name inside an atomic temp folder, as the path it will have once renamed (else `path`)."""
+    if name is None:
+        return path
+    try:
+        return path / Path(name).relative_to(target)
+    except ValueError:
+        return Path(name) if Path(name) != target else path
+
+
+def replace_path(src: str | Path, dst: str | Path) -> None:
+    """Move `src` onto `dst` (file or directory). An existing directory at `dst` is first renamed aside and
+    removed after the move, so that a kill leaves either the old or the new one whole, never a half-removed one."""
+    src, dst = Path(src), Path(dst)
+    if dst.is_dir() and not dst.is_symlink():
+        aside = dst.parent / f".{dst.name}.old"
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(dst, aside)
+        faults.point("swap")
+        os.replace(src, dst)
+        shutil.rmtree(aside, ignore_errors=True)
+        return
+    os.replace(src, dst)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; on success rename it onto `path` (file or directory), else remove it."""
+    """Yield a temporary sibling path; on success rename it onto `path` (file or directory), else remove it.
+    A failed write (full disk, no permission) raises WriteError naming `path` (or the file under it)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        _raise_write_error(exc, path)
+        raise
     target = tmp / path.name
     try:
-        yield target
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        os.replace(target, path)
+        try:
+            yield target
+            faults.point("atomic")
+            replace_path(target, path)
+        except WriteError as exc:
+            raise WriteError(_public(exc.path, target, path), exc.reason,
+                             note="the partial output was removed") from exc
+        except OSError as exc:
+            _raise_write_error(exc, path, target)
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_atomic_leftovers(folder: str | Path) -> list[Path]:
+    """Remove the temporary folders that atomic_path left under `folder` when a kill stopped it; return them."""
+    removed: list[Path] = []
+    for p in sorted((p for p in Path(folder).rglob(".*.tmp") if p.is_dir()), key=lambda p: len(p.parts)):
+        if not any(parent in removed for parent in p.parents):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _raise_write_error(exc: BaseException, path: Path, target: Path | None = None) -> None:
+    failure = write_failure(exc)
+    if failure is not None:
+        reason, name = failure
+        where = _public(name, target, path) if target is not None else path
+        raise WriteError(where, reason, note="the partial output was removed") from exc
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -116,15 +199,41 @@ def write_jsonl(path: str | Path, rows: Iterable[Any]) -> int:
 
 
 def append_jsonl(path: str | Path, rows: Iterable[Any]) -> int:
-    """Append rows to a JSONL file, flushing each line (for resumable outputs)."""
+    """Append rows to a JSONL file, flushing each line (for resumable outputs; see drop_torn_tail)."""
     n = 0
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(_dumps(row) + "\n")
-            fh.flush()
-            n += 1
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(_dumps(row) + "\n")
+                fh.flush()
+                n += 1
+                faults.point("append")
+    except OSError as exc:
+        _raise_write_error(exc, Path(path))
+        raise
     return n
+
+
+def drop_torn_tail(path: str | Path) -> int:
+    """Cut a JSONL file after its last newline (a line torn by a kill mid-append); return the bytes dropped."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    end = size
+    with open(path, "rb+") as fh:
+        while end > 0:
+            start = max(0, end - 65536)
+            fh.seek(start)
+            cut = fh.read(end - start).rfind(b"\n")
+            if cut >= 0:
+                end = start + cut + 1
+                break
+            end = start
+        if end < size:
+            fh.truncate(end)
+    return size - end
 
 
 def read_json(path: str | Path) -> Any:

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.text import Text
 
 from ..data.build import build_dataset, load_bucket_table, load_report
 from ..data.sources import load_data_config
 from ..io import read_json
-from .common import console, make_table
+from .common import console, err_console, make_table
 
 app = typer.Typer(no_args_is_help=True, rich_markup_mode="rich",
                   help="Build and inspect PolyAlign data directories (records, buckets, features, references).")
@@ -42,6 +43,13 @@ def build(config: Path = typer.Argument(..., help="data config YAML (see configs
     summary = build_dataset(cfg, out, progress=not quiet)
     print_bucket_table(out)
     print_summary(summary)
+    print_warnings(summary.get("warnings", []))
+
+
+def print_warnings(warnings: list[str]) -> None:
+    """The build's warnings (empty or fully filtered sources, buckets emptied by dedup), one per line, on stderr."""
+    for warning in warnings:
+        err_console.print(Text("warning: ", style="bold yellow") + Text(warning))
 
 
 @app.command("show")

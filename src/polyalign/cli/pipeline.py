@@ -23,7 +23,8 @@ DEMO_CONFIG = Path("configs") / "pipeline" / "demo.yaml"
 
 
 def _log(message: str) -> None:
-    style = {"[skip]": "dim", "[run]": "bold cyan", "[resume]": "bold yellow", "[done]": "green"}
+    style = {"[skip]": "dim", "[run]": "bold cyan", "[resume]": "bold yellow", "[done]": "green",
+             "[rebuild]": "bold magenta", "[lock]": "bold yellow"}
     for prefix, colour in style.items():
         if message.startswith(prefix):
             err_console.print(f"[{colour}]{escape(prefix)}[/]{escape(message[len(prefix):])}", highlight=False)
@@ -42,13 +43,15 @@ def _split(value: str | None) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else []
 
 
-def _run(config: Path, stages: str | None, force: str | None, overrides: list[str]) -> None:
+def _run(config: Path, stages: str | None, force: str | None, overrides: list[str], *, rebuild: bool = True,
+         full_check: bool = False, wait: bool = False) -> None:
     quiet_libraries(tqdm=True)  # the pipeline prints its own progress; tqdm: e.g. TRL's reference log-probs
 
     started = time.time()
     wiring, results = run_pipeline(config, targets=_split(stages) or None, force=_split(force),
                                    overrides=parse_override(overrides or []), log=_log,
-                                   trainer_callbacks=_progress_callbacks)
+                                   trainer_callbacks=_progress_callbacks, rebuild=rebuild, full_check=full_check,
+                                   wait=wait)
     rows = [[r.name, r.status, round(r.seconds, 1), str(r.out_dir)] for r in results]
     console.print(make_table("stages", ["stage", "status", "seconds", "output"], rows))
     skipped = [r.name for r in results if r.status == "cached"]
@@ -65,6 +68,14 @@ def run(
     stages: str | None = typer.Option(None, help="Comma-separated stages to produce (with what they need)."),
     force: str | None = typer.Option(None, help="Comma-separated stages to rerun even if up to date."),
     set_: list[str] = typer.Option([], "--set", help="Override a config value: key.sub=value (repeatable)."),
+    no_rebuild: bool = typer.Option(False, "--no-rebuild",
+                                    help="Stop with an error when a cached artifact was modified, instead of "
+                                         "rebuilding its stage."),
+    verify_hashes: bool = typer.Option(False, "--verify-hashes",
+                                       help="Hash every cached file (default: hash only files whose size or mtime "
+                                            "changed)."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for another run holding this workdir, instead of "
+                                                    "exiting."),
 ) -> None:
     """Run an experiment: data → base → SFT / Bucket-SFT → samples → critic → pairs → DPO / HDPO → generation
     → evaluation → comparison. Stages whose inputs and settings did not change are skipped; an interrupted
@@ -72,7 +83,7 @@ def run(
 
     Example: polyalign run configs/pipeline/demo.yaml --set workdir=runs/exp1 --set seed=1
     """
-    _run(config, stages, force, set_)
+    _run(config, stages, force, set_, rebuild=not no_rebuild, full_check=verify_hashes, wait=wait)
 
 
 def demo(

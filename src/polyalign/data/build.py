@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from ..errors import ConfigError, InputError
 from ..io import atomic_path, make_manifest, sha256_tree, write_json, write_jsonl
 from ..progress import progress as progress_bar
-from .buckets import apply_buckets, bucket_table, plan_buckets
+from .buckets import apply_buckets, bucket_table, key_values, plan_buckets
 from .dedup import deduplicate
 from .features import FEATURE_NAMES, feature_matrix
 from .formats import Filtered, Skip, error_reason, hf_label, read_source
@@ -212,7 +212,9 @@ def build_dataset(config: DataConfig, out_dir: str | Path, *, skip_invalid: bool
                                                              if config.languages is not None else ""),
                          field="sources")
     with _timed(timings, "split_dedup_bucket_s"):
+        read = list(records)
         records, dedup_report = split_and_dedup(config, records)
+        degenerate = degenerate_input(config, source_stats, read, records)
         plan = plan_buckets(records, config.bucket_key, config.length_labels, config.min_bucket_size)
         apply_buckets(records, config.bucket_key, plan["merge_map"])
         table = bucket_table(records, plan, config.min_bucket_size)
@@ -224,8 +226,9 @@ def build_dataset(config: DataConfig, out_dir: str | Path, *, skip_invalid: bool
         references = build_references(matrices["train"], [r.bucket_id for r in train], [r.id for r in train],
                                       list(FEATURE_NAMES), config.min_bucket_size)
     outputs = _Outputs(by_split, matrices, references, _buckets_file(config, plan, table),
-                       _report(skip, source_stats, dedup_report, plan, by_split))
+                       {**_report(skip, source_stats, dedup_report, plan, by_split), **degenerate})
     summary = _summary(out_dir, records, outputs, plan, table)
+    summary["warnings"] = degenerate["warnings"]
     t0 = time.time()
     with atomic_path(out_dir) as tmp:
         _write_outputs(tmp, outputs)
@@ -236,6 +239,44 @@ def build_dataset(config: DataConfig, out_dir: str | Path, *, skip_invalid: bool
             stage="data", config=config.model_dump(mode="json"), inputs=input_hashes(config), seed=config.seed,
             started=started, extra={"summary": summary, "feature_names": list(FEATURE_NAMES)}))
     return summary
+
+
+def degenerate_input(config: DataConfig, source_stats: dict[str, dict[str, Any]], read: Sequence[Record],
+                     kept: Sequence[Record]) -> dict[str, Any]:
+    """report.json's account of input that yields nothing: empty sources, sources whose every item was filtered
+    (or invalid, or in another language), and buckets and sources that dedup emptied; with one warning each."""
+    paths = {s.name: s.path for s in config.sources}
+    with_records = Counter(r.source for r in read)
+    after = Counter(r.source for r in kept)
+    empty, filtered, warnings = [], [], []
+    for name, st in source_stats.items():
+        if with_records[name]:
+            continue
+        dropped = {**st["filtered"], **{f"invalid: {k}": v for k, v in st["invalid"].items()}}
+        if st["conversations"] == 0 and not dropped:
+            empty.append(name)
+            warnings.append(f"source {name!r} ({paths[name]}): empty, no conversations read")
+        else:
+            filtered.append(name)
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
+            warnings.append(f"source {name!r} ({paths[name]}): every item was filtered out ({reasons}); it "
+                            f"contributes no records")
+    bucket_of = lambda r: "|".join(key_values(r, config.bucket_key))  # noqa: E731
+    before_dedup, after_dedup = Counter(map(bucket_of, read)), Counter(map(bucket_of, kept))
+    emptied_buckets = sorted(b for b in before_dedup if not after_dedup[b])
+    for b in emptied_buckets:
+        warnings.append(f"bucket {b!r}: all {before_dedup[b]} record(s) were exact duplicates removed by dedup; "
+                        f"the bucket is empty")
+    emptied_sources = sorted(n for n in with_records if not after[n])
+    for n in emptied_sources:
+        warnings.append(f"source {n!r} ({paths[n]}): all {with_records[n]} record(s) were exact duplicates of "
+                        f"other records and were removed by dedup")
+    return {"degenerate": {"empty_sources": empty, "filtered_sources": filtered,
+                           "dedup_emptied_buckets": emptied_buckets, "dedup_emptied_sources": emptied_sources,
+                           "counts": {"empty_sources": len(empty), "filtered_sources": len(filtered),
+                                      "dedup_emptied_buckets": len(emptied_buckets),
+                                      "dedup_emptied_sources": len(emptied_sources)}},
+            "warnings": warnings}
 
 
 def keep_languages(records: list[Record], languages: Sequence[str],

@@ -6,11 +6,15 @@ keys of the stages it depends on and the hashes of its external inputs (files). 
 holds a stage record (``stage.json``, next to the artifact's own manifest.json) with the same key is skipped. A stage runs in ``<root>/.<name>.partial``; when it finishes the
 directory is renamed to ``<root>/<name>``. A resumable stage (training) keeps its partial directory across a kill
 when the key is unchanged, so it can continue from its last checkpoint; a non-resumable stage starts clean.
+
+stage.json also records the size, mtime and SHA-256 of every file the stage wrote, and the contents digest of
+each dependency it read: a cached stage whose files changed is rebuilt (or refused), and one whose dependency
+was rebuilt with other contents runs again. A run holds the work folder's lock (pipeline/lock.py); a failed
+write removes the stage's partial folder and leaves the cached stages alone. See docs/faults.md.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -18,11 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
-from ..io import make_manifest, read_json, sha256_file, sha256_json, write_json
+from .. import faults
+from ..errors import ConfigError, IntegrityError, WriteError
+from ..io import make_manifest, read_json, remove_atomic_leftovers, replace_path, sha256_file, sha256_json, write_failure, write_json
+from .integrity import check_files, file_table, table_digest
+from .lock import WorkdirLock
 
 STAGE_RECORD = "stage.json"
 KEY_FILE = ".stage_key"
+# Not covered by the file hashes: the stage record itself, and cache/ (a derived cache that later stages add to a
+# folder, e.g. the evaluation's human-side cache in the suite; its reader checks its key and recomputes a bad one).
+UNHASHED = (STAGE_RECORD, "cache")
 
 
 @dataclass
@@ -144,43 +154,104 @@ class Pipeline:
                                         "inputs": inputs})
         return keys
 
-    def cached_key(self, name: str) -> str | None:
-        record = self.out_dir(name) / STAGE_RECORD
-        if not record.exists():
+    def record(self, name: str) -> dict[str, Any] | None:
+        """The stage record (stage.json) of a finished stage, or None when there is none or it is unreadable."""
+        path = self.out_dir(name) / STAGE_RECORD
+        if not path.exists():
             return None
         try:
-            return read_json(record).get("cache_key")
+            record = read_json(path)
         except Exception:
             return None
+        return record if isinstance(record, dict) else None
+
+    def cached_key(self, name: str) -> str | None:
+        record = self.record(name)
+        return record.get("cache_key") if record else None
+
+    def check_cached(self, stage: Stage, key: str, *, full: bool = False) -> tuple[str, list[str]]:
+        """('cached', []) when the stage's folder is up to date and intact; ('stale', reasons) when its key or a
+        dependency's contents changed; ('modified', one line per file) when its files differ from the hashes it
+        recorded. Records written before hashes were recorded are trusted."""
+        record = self.record(stage.name)
+        path = self.out_dir(stage.name) / STAGE_RECORD
+        if record is None and path.exists():
+            return "modified", [f"{path}: unreadable (not the stage record it wrote)"]
+        if record is None or record.get("cache_key") != key:
+            return "stale", []
+        files = record.get("files")
+        if files is not None:
+            problems = check_files(self.out_dir(stage.name), files, full=full, exclude=UNHASHED)
+            if problems:
+                return "modified", problems
+        for dep, digest in (record.get("dep_digests") or {}).items():
+            dep_record = self.record(dep)
+            current = table_digest(dep_record.get("files")) if dep_record else None
+            if digest and current and digest != current:
+                return "stale", [f"stage '{dep}' was rebuilt with different contents since {stage.name} used it"]
+        return "cached", []
 
     def status(self, targets: Iterable[str] | None = None) -> dict[str, str]:
-        """For each selected stage: 'cached' if its output is up to date, else 'stale'."""
+        """For each selected stage: 'cached' if its output is up to date, 'modified' if its files changed after
+        it was written, else 'stale'."""
         stages = select(self.stages, targets)
         keys = self.keys(self.stages)
-        return {s.name: ("cached" if self.cached_key(s.name) == keys[s.name] else "stale") for s in stages}
+        return {s.name: self.check_cached(s, keys[s.name])[0] for s in stages}
 
-    def run(self, targets: Iterable[str] | None = None, force: Iterable[str] = ()) -> list[StageResult]:
-        """Run the selected stages in order; skip up-to-date ones; return what happened to each."""
+    def run(self, targets: Iterable[str] | None = None, force: Iterable[str] = (), *, rebuild: bool = True,
+            full_check: bool = False, wait: bool = False) -> list[StageResult]:
+        """Run the selected stages in order under the work folder's lock; skip up-to-date ones; rebuild a stage
+        whose files were modified after it was cached (or raise IntegrityError when `rebuild` is False); return
+        what happened to each. `full_check` hashes every cached file instead of trusting size and mtime."""
         stages = select(self.stages, targets)
         force = set(force)
         unknown = force - {s.name for s in self.stages}
         if unknown:
             raise ConfigError(f"unknown stage(s) to force: {sorted(unknown)}")
         keys = self.keys(self.stages)
-        self.root.mkdir(parents=True, exist_ok=True)
+        with WorkdirLock(self.root, wait=wait, log=self.log):
+            return self._run_locked(stages, keys, force, rebuild, full_check)
+
+    def _run_locked(self, stages: Sequence[Stage], keys: dict[str, str], force: set[str], rebuild: bool,
+                    full_check: bool) -> list[StageResult]:
+        for aside in self.root.glob(".*.old"):  # a kill between moving an old folder aside and the new one in
+            shutil.rmtree(aside, ignore_errors=True)
         results: list[StageResult] = []
         started = time.time()
         for position, stage in enumerate(stages, start=1):
             out = self.out_dir(stage.name)
             key = keys[stage.name]
-            if stage.name not in force and self.cached_key(stage.name) == key:
-                self.log(f"[skip] {stage.name}: up to date ({out})")
-                results.append(StageResult(stage.name, "cached", 0.0, out))
-                continue
+            if stage.name not in force:
+                state, problems = self.check_cached(stage, key, full=full_check)
+                if state == "cached":
+                    self.log(f"[skip] {stage.name}: up to date ({out})")
+                    results.append(StageResult(stage.name, "cached", 0.0, out))
+                    continue
+                if state == "modified" and not rebuild:
+                    raise IntegrityError(f"stage '{stage.name}': its cached artifact was modified after it was "
+                                         f"written: {'; '.join(problems)} (--no-rebuild: not rebuilt; rerun without "
+                                         f"it to rebuild the stage)")
+                if problems:
+                    self.log(f"[rebuild] {stage.name}: {'; '.join(problems)}")
             results.append(self._run_stage(stage, key, f"{position}/{len(stages)}", started))
         return results
 
     def _run_stage(self, stage: Stage, key: str, position: str, run_started: float) -> StageResult:
+        partial = self.partial_dir(stage.name)
+        with faults.in_stage(stage.name):
+            try:
+                return self._run_stage_body(stage, key, position, run_started)
+            except Exception as exc:
+                failure = write_failure(exc)
+                if failure is None:
+                    raise
+                shutil.rmtree(partial, ignore_errors=True)
+                reason, name = failure
+                path = exc.path if isinstance(exc, WriteError) else (name or partial)
+                raise WriteError(path, reason, note=f"stage '{stage.name}' stopped, its partial output {partial} "
+                                 f"was removed, the cached stages are unchanged") from exc
+
+    def _run_stage_body(self, stage: Stage, key: str, position: str, run_started: float) -> StageResult:
         out = self.out_dir(stage.name)
         partial = self.partial_dir(stage.name)
         resuming = False
@@ -189,25 +260,32 @@ class Pipeline:
             same = key_file.exists() and key_file.read_text().strip() == key
             if stage.resumable and same:
                 resuming = True
+                remove_atomic_leftovers(partial)
             else:
                 shutil.rmtree(partial)
         partial.mkdir(parents=True, exist_ok=True)
         (partial / KEY_FILE).write_text(key)
+        faults.point("begin")
         self.log(f"[{'resume' if resuming else 'run'}] {stage.name} ({position})" +
                  (f": {stage.description}" if stage.description else ""))
         started = time.time()
+        callbacks = self.trainer_callbacks
         ctx = StageContext(name=stage.name, work_dir=partial, deps={d: self.out_dir(d) for d in stage.deps},
                            config=stage.config, resuming=resuming, log=self.log,
-                           trainer_callbacks=self.trainer_callbacks)
+                           trainer_callbacks=lambda: [*callbacks(), *faults.trainer_callbacks()])
         returned = stage.run(ctx)
+        faults.point("body")
         summary = stage.output(partial).summary() if stage.output is not None else (returned or {})
         (partial / KEY_FILE).unlink(missing_ok=True)
+        dep_digests = {d: table_digest((self.record(d) or {}).get("files")) for d in stage.deps}
         write_json(partial / STAGE_RECORD, make_manifest(
             stage=stage.name, config=stage.config, started=started, inputs={d: str(p) for d, p in ctx.deps.items()},
-            extra={"cache_key": key, "summary": summary, "resumed": resuming}))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(partial, out)
+            extra={"cache_key": key, "summary": summary, "resumed": resuming,
+                   "files": file_table(partial, exclude=UNHASHED), "dep_digests": dep_digests}))
+        faults.point("recorded")
+        faults.point("rename")
+        replace_path(partial, out)
+        faults.point("renamed")
         seconds = time.time() - started
         self.log(f"[done] {stage.name} in {seconds:.1f}s ({position}; {(time.time() - run_started) / 60:.1f} min "
                  "since the run started)")

@@ -24,9 +24,12 @@ def load_pipeline(config_path: str | Path, overrides: dict[str, Any] | None = No
 
 def run_pipeline(config_path: str | Path, *, targets: Iterable[str] | None = None, force: Iterable[str] = (),
                  overrides: dict[str, Any] | None = None, log: Callable[[str], None] = print,
-                 trainer_callbacks: Callable[[], list[Any]] = list) -> tuple[Wiring, list[StageResult]]:
+                 trainer_callbacks: Callable[[], list[Any]] = list, rebuild: bool = True, full_check: bool = False,
+                 wait: bool = False) -> tuple[Wiring, list[StageResult]]:
     """Run (or skip, when up to date) the stages needed for `targets` (all by default). `trainer_callbacks`
-    makes fresh transformers TrainerCallbacks for each training stage (e.g. a progress bar)."""
+    makes fresh transformers TrainerCallbacks for each training stage (e.g. a progress bar). A cached stage whose
+    files were modified is rebuilt (`rebuild=False`: IntegrityError instead); `full_check` hashes every cached
+    file; `wait` queues behind another run holding the work folder (else LockedError)."""
     wiring, pipeline = load_pipeline(config_path, overrides, log, trainer_callbacks)
     targets = list(targets or []) or wiring.config.stages
     known = [s.name for s in pipeline.stages]
@@ -34,4 +37,5 @@ def run_pipeline(config_path: str | Path, *, targets: Iterable[str] | None = Non
     unknown = [t for t in asked if t not in known]
     if unknown:
         raise unknown_stage_error(unknown, known, unlisted_methods(wiring.config, unknown))
-    return wiring, pipeline.run(list(targets) if targets else None, force=force)
+    return wiring, pipeline.run(list(targets) if targets else None, force=force, rebuild=rebuild,
+                                full_check=full_check, wait=wait)

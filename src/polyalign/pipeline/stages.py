@@ -269,7 +269,9 @@ def _data(w: Wiring):
     def run(ctx: StageContext) -> None:
         from ..data.build import build_dataset
 
-        build_dataset(w.data_config, ctx.work_dir, progress=False)
+        summary = build_dataset(w.data_config, ctx.work_dir, progress=False)
+        for warning in summary.get("warnings", []):
+            ctx.log(f"  warning: {warning}")
     return run
 
 

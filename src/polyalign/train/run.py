@@ -35,7 +35,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..config import StrictModel
 from ..errors import ConfigError
-from ..io import atomic_path, make_manifest, read_jsonl, sha256_json, sha256_tree, write_json, write_jsonl
+from ..io import atomic_path, make_manifest, read_json, read_jsonl, sha256_json, sha256_tree, write_json, write_jsonl
 from ..models.loading import load_causal_lm, load_tokenizer
 from ..models.tiny import fix_tokenizer_config
 
@@ -102,7 +102,13 @@ def run_training(run: TrainingRun, *, log: Callable[..., Any] | None = None) -> 
     model.train()
     trainer = run.build_trainer(TrainerParts(model=model, peft_config=lora_config(run.lora), work=work, state=state))
     quiet_console_logs(trainer)
+    prior = checkpoint_loss_total(checkpoint)
+    track_loss_total(trainer, prior)
+    start_step = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0
     result = trainer.train(resume_from_checkpoint=checkpoint or run.resume_from)
+    if checkpoint and prior is not None and "train_loss" in result.metrics:
+        result.metrics["train_loss"] = whole_run_loss(result.metrics["train_loss"], prior, start_step,
+                                                      trainer.state.global_step)
     summary = run.summarize(trainer, result)
     say("saving")
     model_out = merged_model(trainer, run.lora)
@@ -115,6 +121,43 @@ def run_training(run: TrainingRun, *, log: Callable[..., Any] | None = None) -> 
     if state.is_main_process:
         shutil.rmtree(work, ignore_errors=True)
     return run.output_dir
+
+
+LOSS_TOTAL_FILE = "loss_total.json"
+
+
+def track_loss_total(trainer: Any, prior: float | None) -> None:
+    """Make every checkpoint of `trainer` record the sum of the training losses of all its steps so far
+    (loss_total.json; `prior`: the sum up to the checkpoint this session resumed from), so that a resumed run can
+    report the train_loss of the whole run: transformers averages over the resumed session's steps only."""
+    save = trainer._save_checkpoint
+
+    def _save_checkpoint(model: Any, trial: Any) -> None:
+        save(model, trial)
+        if not trainer.args.should_save or (trainer.state.global_step and prior is None and _resumed(trainer)):
+            return
+        folder = Path(trainer._get_output_dir(trial=trial)) / f"checkpoint-{trainer.state.global_step}"
+        total = (prior or 0.0) + trainer._total_loss_scalar + float(trainer._tr_loss.item())
+        write_json(folder / LOSS_TOTAL_FILE, {"step": trainer.state.global_step, "loss_total": total})
+
+    trainer._save_checkpoint = _save_checkpoint
+
+
+def _resumed(trainer: Any) -> bool:
+    return bool(getattr(trainer, "_initial_global_step", 0))
+
+
+def checkpoint_loss_total(checkpoint: str | None) -> float | None:
+    """The loss sum a checkpoint recorded (None without a checkpoint, or one written before it was recorded)."""
+    if not checkpoint or not (Path(checkpoint) / LOSS_TOTAL_FILE).exists():
+        return None
+    return float(read_json(Path(checkpoint) / LOSS_TOTAL_FILE)["loss_total"])
+
+
+def whole_run_loss(session_loss: float, prior: float, start_step: int, global_step: int) -> float:
+    """The mean training loss over every step of a resumed run, from the resumed session's mean and the loss sum
+    of the steps before it."""
+    return (prior + session_loss * (global_step - start_step)) / max(global_step, 1)
 
 
 def silent(*args: Any, **kwargs: Any) -> None:
