@@ -15,7 +15,7 @@ GGUF model's logits before it writes anything.
 from __future__ import annotations
 
 import importlib.util
-import shutil
+import json
 import tempfile
 import time
 import zipfile
@@ -293,8 +293,6 @@ def _probe_max_logit_diff(a: Any, b: Any, tokenizer: Any) -> float:
 
 
 def _drop_load_time_keys(folder: Path) -> None:
-    import json
-
     path = folder / "tokenizer_config.json"
     if path.exists():
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -302,8 +300,3 @@ def _drop_load_time_keys(folder: Path) -> None:
             config.pop(key, None)
         path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
-
-def cleanup_partial(out_dir: Path) -> None:
-    """Remove temporary siblings an interrupted import may have left (atomic_path's `.NAME.*.tmp`)."""
-    for partial in out_dir.parent.glob(f".{out_dir.name}.*.tmp"):
-        shutil.rmtree(partial, ignore_errors=True)
