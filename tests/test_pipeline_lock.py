@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from polyalign.errors import LockedError
 from polyalign.pipeline.lock import LOCK_FILE, WorkdirLock

@@ -26,13 +26,12 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from ..errors import ConfigError, PolyAlignError
-from ..io import atomic_path, make_manifest, read_json, sha256_file, write_json
+from ..io import atomic_path, make_manifest, read_json, write_json
 from ..text import normalize_text
-from .featurize import linguistic_feature_names, linguistic_features
-from .fit import CriticConfig, CriticData, _auc, _check_inputs, _get, assemble_critic_data, evaluate_scores, \
-    fit_critic, fit_critic_data, length_matched_auc, load_bucket_stats, load_split_features, read_prediction_rows
+from .featurize import linguistic_feature_names
+from .fit import CriticConfig, CriticData, _auc, evaluate_scores, fit_critic, fit_critic_data, length_matched_auc, \
+    load_critic_inputs
 from .model import DEFAULT_MIN_AUC, DEFAULT_MIN_SCORE_STD, Critic, critic_weakness, load_critic, save_critic_files
-from ..data.build import load_records
 
 CROSSFIT_FILE = "crossfit.json"
 CROSSFIT_FORMAT = 1
@@ -208,20 +207,9 @@ def fit_round_critic(config: CriticConfig, n_folds: int) -> Path:
     if n_folds == 1:
         return fit_critic(config)
     started = time.time()
-    _check_inputs(config)
-    data_dir = Path(config.data)
-    records = load_records(data_dir, config.split)
-    human_x = load_split_features(data_dir, config.split, records)
-    stats = load_bucket_stats(data_dir)
-    rows, skipped = read_prediction_rows(config.predictions, {_get(r, "id"): r for r in records},
-                                         text_field=config.text_field)
-    data = assemble_critic_data(records, human_x, rows, linguistic_features, text_field=config.text_field)
-    data.report["skipped_predictions"] = dict(skipped)
-    critic, metrics = fit_crossfit_data(data, stats, config, linguistic_feature_names(), n_folds)
-    inputs = {"references.json": sha256_file(data_dir / "references.json"),
-              f"records/{config.split}.jsonl": sha256_file(data_dir / "records" / f"{config.split}.jsonl")}
-    inputs.update({str(p): sha256_file(p) for p in config.predictions})
-    manifest = make_manifest(stage="critic", config=config.model_dump(mode="json"), inputs=inputs,
+    got = load_critic_inputs(config)
+    critic, metrics = fit_crossfit_data(got.data, got.stats, config, linguistic_feature_names(), n_folds)
+    manifest = make_manifest(stage="critic", config=config.model_dump(mode="json"), inputs=got.hashes,
                              seed=config.seed, started=started, extra={"cross_fit": n_folds})
     return write_crossfit_bundle(config.out, critic, metrics, manifest)
 

@@ -433,26 +433,43 @@ def compute_human_baseline(data_dir: Path, stats: Mapping[str, BucketStats], tra
     return out
 
 
-def fit_critic(config: CriticConfig) -> Path:
-    """Fit the critic described by `config` and write its bundle to config.out; return the bundle path."""
-    started = time.time()
+@dataclass
+class CriticInputs:
+    """What a critic fit reads: the split's records and human features, the bucket statistics, the assembled
+    human-vs-model data, and the hashes of the files read."""
+
+    records: list[Any]
+    human_x: np.ndarray
+    stats: dict[str, BucketStats]
+    data: CriticData
+    hashes: dict[str, str]
+
+
+def load_critic_inputs(config: CriticConfig) -> CriticInputs:
+    """Check and read the inputs of a critic fit (records, features, references, predictions)."""
     _check_inputs(config)
     data_dir = Path(config.data)
     records = load_records(data_dir, config.split)
     human_x = load_split_features(data_dir, config.split, records)
     stats = load_bucket_stats(data_dir)
-    by_id = {_get(r, "id"): r for r in records}
-    rows, skipped = read_prediction_rows(config.predictions, by_id, text_field=config.text_field)
-    feature_names = linguistic_feature_names()
+    rows, skipped = read_prediction_rows(config.predictions, {_get(r, "id"): r for r in records},
+                                         text_field=config.text_field)
     data = assemble_critic_data(records, human_x, rows, linguistic_features, text_field=config.text_field)
     data.report["skipped_predictions"] = dict(skipped)
-    critic, metrics = fit_critic_data(data, stats, config, feature_names)
-    baseline = compute_human_baseline(data_dir, stats, records, human_x, k=config.knn_k, critic=critic) \
-        if config.baseline else None
-    inputs = {"references.json": sha256_file(data_dir / "references.json"),
+    hashes = {"references.json": sha256_file(data_dir / "references.json"),
               f"records/{config.split}.jsonl": sha256_file(data_dir / "records" / f"{config.split}.jsonl")}
-    inputs.update({str(p): sha256_file(p) for p in config.predictions})
-    manifest = make_manifest(stage="critic", config=config.model_dump(mode="json"), inputs=inputs,
+    hashes.update({str(p): sha256_file(p) for p in config.predictions})
+    return CriticInputs(list(records), human_x, stats, data, hashes)
+
+
+def fit_critic(config: CriticConfig) -> Path:
+    """Fit the critic described by `config` and write its bundle to config.out; return the bundle path."""
+    started = time.time()
+    got = load_critic_inputs(config)
+    critic, metrics = fit_critic_data(got.data, got.stats, config, linguistic_feature_names())
+    baseline = compute_human_baseline(Path(config.data), got.stats, got.records, got.human_x, k=config.knn_k,
+                                      critic=critic) if config.baseline else None
+    manifest = make_manifest(stage="critic", config=config.model_dump(mode="json"), inputs=got.hashes,
                              seed=config.seed, started=started)
     return write_bundle(config.out, critic, metrics, manifest, baseline)
 
