@@ -110,8 +110,13 @@ def test_bucket_normalized_loss_equals_independent_per_bucket_computation(setup)
 def test_balancing_off_equals_trl_token_mean_loss(setup, with_num_items: bool) -> None:
     from trl import SFTTrainer
 
+    from polyalign.train.end_of_turn import EndOfTurnLabelsMixin
+
+    # TRL's SFTTrainer with our label rule (labels end at the end of turn, none on a cut response's end): the
+    # only data-side difference, tested in test_models_import.py and below
+    trl_cls = type("TRLSFTTrainer", (EndOfTurnLabelsMixin, SFTTrainer), {})
     ours = _trainer(setup, balance=OFF, per_device_train_batch_size=8)
-    theirs = _trainer(setup, cls=SFTTrainer, dataset=setup["dataset"].remove_columns(["bucket_id", "bucket_index"]),
+    theirs = _trainer(setup, cls=trl_cls, dataset=setup["dataset"].remove_columns(["bucket_id", "bucket_index"]),
                       per_device_train_batch_size=8)
     batch = _first_batch(ours, 1)[0]
     n_items = (batch["labels"][:, 1:] != -100).sum() * 3 if with_num_items else None  # as if GA = 3
@@ -183,3 +188,18 @@ def test_missing_bucket_column_and_bad_settings_are_clear_errors(setup, tmp_path
         BucketSFTTrainer(model=AutoModelForCausalLM.from_pretrained(setup["model_dir"]),
                          args=_args(tmp_path, SFTConfig), train_dataset=setup["dataset"],
                          processing_class=setup["tokenizer"], bucket_names=setup["names"])
+
+
+def test_a_cut_response_does_not_train_its_end_of_turn(setup) -> None:
+    from polyalign.models.loading import template_end_of_turn_ids
+
+    dataset = setup["dataset"]
+    cut = [i for i, c in enumerate(dataset["completion_cut"]) if c]
+    whole = [i for i, c in enumerate(dataset["completion_cut"]) if not c]
+    assert cut and whole  # max_length 96 cuts some of the synthetic responses
+    trainer = _trainer(setup, balance=OFF)
+    eot = set(template_end_of_turn_ids(setup["tokenizer"]))
+    for i in cut[:5] + whole[:5]:
+        labels = [t for t in trainer.train_dataset[i]["labels"] if t != -100]
+        assert (labels[-1] in eot) == (i in whole)  # a whole response learns to stop; a cut one does not
+        assert not any(t in eot for t in labels[:-1])

@@ -18,7 +18,8 @@ from polyalign.errors import PolyAlignError
 from polyalign.io import sha256_file
 from polyalign.models.gguf_import import import_gguf, locate_gguf, read_gguf_header
 from polyalign.models.loading import load_causal_lm, load_tokenizer, template_end_of_turn_ids
-from polyalign.train.labels import IGNORE, cut_after_end_of_turn, drop_labels_after_end_of_turn
+from polyalign.train.labels import IGNORE, cut_after_end_of_turn, drop_labels_after_end_of_turn, \
+    drop_last_end_of_turn_label
 
 torch.set_num_threads(1)
 IM_END = "<|im_end|>"
@@ -135,6 +136,8 @@ def test_label_trimming_against_a_direct_computation() -> None:
         [IGNORE, IGNORE, 3, 4, 7, IGNORE, IGNORE, 5, 7, IGNORE, IGNORE, IGNORE, 6, 6]
     assert drop_labels_after_end_of_turn(labels, []) == labels
     assert drop_labels_after_end_of_turn([3, 7, 7, 1], eot) == [3, 7, 7, IGNORE]  # the LAST eot of a run
+    assert drop_last_end_of_turn_label([IGNORE, 3, 7, 5, 7, IGNORE], eot) == [IGNORE, 3, 7, 5, IGNORE, IGNORE]
+    assert drop_last_end_of_turn_label([IGNORE, 3, 4], eot) == [IGNORE, 3, 4]
     assert cut_after_end_of_turn([3, 4, 7, 9], eot) == [3, 4, 7]
     assert cut_after_end_of_turn([3, 4], eot) == [3, 4]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..models.loading import template_end_of_turn_ids
-from .labels import cut_after_end_of_turn, drop_labels_after_end_of_turn
+from .labels import COMPLETION_CUT, cut_after_end_of_turn, drop_labels_after_end_of_turn, drop_last_end_of_turn_label
 
 DESCRIPTION = "Dropping template text after the end of turn"
 
@@ -16,15 +16,22 @@ def _end_of_turn(processing_class: Any) -> list[int]:
     return template_end_of_turn_ids(getattr(processing_class, "tokenizer", processing_class))
 
 
+def sft_labels(example: dict[str, Any], eot: list[int]) -> list[int]:
+    """An SFT example's labels ending at its end-of-turn token, without it when the completion was cut."""
+    labels = drop_labels_after_end_of_turn(example["labels"], eot)
+    return drop_last_end_of_turn_label(labels, eot) if example.get(COMPLETION_CUT) else labels
+
+
 class EndOfTurnLabelsMixin:
-    """SFT: labels after the completion's end-of-turn token are ignored."""
+    """SFT: labels after the completion's end-of-turn token are ignored, and so is the end-of-turn token of a
+    completion that was cut to fit (column `completion_cut`)."""
 
     def _prepare_dataset(self, dataset: Any, processing_class: Any, *args: Any, **kwargs: Any) -> Any:
         dataset = super()._prepare_dataset(dataset, processing_class, *args, **kwargs)
         eot = _end_of_turn(processing_class)
         if not eot or "labels" not in (dataset.column_names or []):
             return dataset
-        return dataset.map(lambda ex: {"labels": drop_labels_after_end_of_turn(ex["labels"], eot)}, desc=DESCRIPTION)
+        return dataset.map(lambda ex: {"labels": sft_labels(ex, eot)}, desc=DESCRIPTION)
 
 
 class EndOfTurnCompletionsMixin:

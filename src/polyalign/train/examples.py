@@ -3,7 +3,8 @@
 An example is `{"prompt": prompt_messages(record, profile), "completion": [{"role": "assistant", "content":
 response}], "bucket_id": str, "bucket_index": int}`: the loss is on the completion only, and multi-turn history
 sits in the prompt. Over-long examples lose prompt tokens from the left (oldest history turns first, then the
-start of the context/user turn); a response longer than the remaining budget is cut at its end. Both are counted.
+start of the context/user turn); a response longer than the remaining budget is cut at its end, and its
+end-of-turn token is then left out of the loss (`completion_cut`). Both are counted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..models.chat import count_tokens, fit_chat, max_token_chars, pretrim_history, prompt_messages
+from .labels import COMPLETION_CUT
 
 
 @dataclass
@@ -56,12 +58,13 @@ def _bucket_of(record: Any) -> str:
 
 
 def record_example(record: Any, bucket_index: dict[str, int], profile: bool = False) -> dict[str, Any]:
-    """The SFT example of one record (not yet fitted to a budget)."""
+    """The SFT example of one record (not yet fitted to a budget). `completion_cut` marks a response that fitting
+    cut at its end: its end-of-turn token is then not trained (the human did not stop there)."""
     bucket = _bucket_of(record)
     response = record.get("response") if isinstance(record, dict) else record.response
     return {"prompt": prompt_messages(record, profile),
             "completion": [{"role": "assistant", "content": response}],
-            "bucket_id": bucket, "bucket_index": bucket_index[bucket]}
+            "bucket_id": bucket, "bucket_index": bucket_index[bucket], COMPLETION_CUT: False}
 
 
 def build_sft_examples(records: Sequence[Any], tokenizer: Any, bucket_index: dict[str, int], *,
@@ -93,6 +96,7 @@ def build_sft_examples(records: Sequence[Any], tokenizer: Any, bucket_index: dic
             ex["prompt"] = fit.prompt
             ex["completion"] = [{"role": "assistant", "content": fit.completion}]
             stats.n_response_truncated += fit.completion_truncated
+            ex[COMPLETION_CUT] = bool(fit.completion_truncated)
         turns = max(dropped, 0) + (fit.dropped_turns if fit else 0)
         stats.n_turns_dropped += turns
         stats.n_prompt_truncated += bool(dropped or (fit and fit.prompt_truncated))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 IGNORE = -100
+COMPLETION_CUT = "completion_cut"  # example column: the response was cut to fit, so it has no real end
 
 
 def drop_labels_after_end_of_turn(labels: Sequence[int], end_of_turn_ids: Sequence[int]) -> list[int]:
@@ -42,3 +43,14 @@ def cut_after_end_of_turn(ids: Sequence[int], end_of_turn_ids: Sequence[int]) ->
     eot = set(end_of_turn_ids)
     last = max((k for k, t in enumerate(ids) if t in eot), default=None)
     return list(ids) if last is None else list(ids[:last + 1])
+
+
+def drop_last_end_of_turn_label(labels: Sequence[int], end_of_turn_ids: Sequence[int]) -> list[int]:
+    """`labels` with the last labelled end-of-turn token set to IGNORE (for a response that was cut to fit: the
+    template closes it, but the human did not stop there)."""
+    out = list(labels)
+    eot = set(end_of_turn_ids)
+    last = max((k for k, t in enumerate(out) if t != IGNORE and t in eot), default=None)
+    if last is not None:
+        out[last] = IGNORE
+    return out
