@@ -31,7 +31,8 @@ from ..text import normalize_text
 from .featurize import linguistic_feature_names
 from .fit import CriticConfig, CriticData, _auc, evaluate_scores, fit_critic, fit_critic_data, length_matched_auc, \
     load_critic_inputs
-from .model import DEFAULT_MIN_AUC, DEFAULT_MIN_SCORE_STD, Critic, critic_weakness, load_critic, save_critic_files
+from .model import DEFAULT_MIN_AUC, DEFAULT_MIN_SCORE_STD, Critic, critic_weakness, load_critic, save_critic_files, \
+    text_features
 
 CROSSFIT_FILE = "crossfit.json"
 CROSSFIT_FORMAT = 1
@@ -129,12 +130,9 @@ class CrossFitCritic:
               seen: str = "error") -> np.ndarray:
         """Distances of texts (features computed once); `conversations` names each text's conversation (None:
         a new text, scored by every member that did not see it); `seen` as in score_features."""
-        if not (len(texts) == len(languages) == len(bucket_ids)):
-            raise PolyAlignError(f"score: got {len(texts)} texts, {len(languages)} languages and "
-                                 f"{len(bucket_ids)} bucket ids")
-        if not len(texts):
+        x = text_features(self.featurizer, texts, languages, bucket_ids)
+        if x is None:
             return np.zeros(0)
-        x = np.asarray(self.featurizer(list(texts), list(languages)), dtype=np.float64)
         return self.score_features(x, list(bucket_ids), texts=list(texts), unknown=unknown,
                                    conversations=conversations, seen=seen)
 

@@ -36,6 +36,17 @@ TARGET_DESCRIPTION = ("human-vs-model classification (human = 0, model = 1, clas
                       "distance d = softplus(logit) = -log P(human | x, bucket)")
 
 
+def text_features(featurizer: Any, texts: Sequence[str], languages: Sequence[str],
+                  bucket_ids: Sequence[str]) -> np.ndarray | None:
+    """The raw feature rows of texts for scoring (None for no texts); the three lists must align."""
+    if not (len(texts) == len(languages) == len(bucket_ids)):
+        raise PolyAlignError(f"score: got {len(texts)} texts, {len(languages)} languages and "
+                             f"{len(bucket_ids)} bucket ids")
+    if not len(texts):
+        return None
+    return np.asarray(featurizer(list(texts), list(languages)), dtype=np.float64)
+
+
 class CriticNet(nn.Module):
     """[inputs ; embedding(bucket)] -> MLP -> logit (and, with aux_outputs=1, an auxiliary regression output).
     Bucket index 0 is the unknown-bucket row."""
@@ -82,13 +93,11 @@ class Critic:
               unknown: str = "error") -> np.ndarray:
         """Distances of texts to their buckets' human support; features are computed once for the whole list.
         `unknown`: "error" refuses buckets the critic has not seen, "pooled" scores them with its fallback."""
-        if not (len(texts) == len(languages) == len(bucket_ids)):
-            raise PolyAlignError(f"score: got {len(texts)} texts, {len(languages)} languages and "
-                                 f"{len(bucket_ids)} bucket ids")
-        if not len(texts):
+        x = text_features(self.featurizer, texts, languages, bucket_ids)
+        if x is None:
             return np.zeros(0)
-        x = np.asarray(self.featurizer(list(texts), list(languages)), dtype=np.float64)
         return self.score_features(x, list(bucket_ids), texts=list(texts), unknown=unknown)
+
 
     def _check_unknown(self, bucket_ids: Sequence[str], unknown: str) -> None:
         if unknown not in ("error", "pooled"):
