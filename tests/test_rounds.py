@@ -28,17 +28,23 @@ from test_pipeline_run import small_config
 REPO = Path(__file__).resolve().parents[1]
 PIPELINES = REPO / "configs" / "pipeline"
 GOLDEN = Path(__file__).parent / "data" / "stage_keys_golden.json"
+SHARED = REPO.parent / "shared"  # where configs/data/*.yaml point (../../../shared/data)
 
 
 def stage_snapshot(path: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Name, deps, config hash and inputs of every stage (the parts of its cache key; the checkout's path
-    replaced by <repo>), as tests/data/stage_keys_golden.json holds them from the code before rounds."""
+    """Name, deps, config hash and inputs of every stage (the parts of its cache key; the checkout's and the
+    bundled data's paths replaced by <repo> and <shared>, so that the snapshot does not depend on where the clone
+    lies), as tests/data/stage_keys_golden.json holds them from the code before rounds."""
     w = Wiring(load_pipeline_config(path, overrides), path)
+
+    def portable(text: str) -> str:
+        return text.replace(str(SHARED.resolve()), "<shared>").replace(str(REPO.resolve()), "<repo>")
+
     out = {}
     for s in build_stages(w):
-        text = json.dumps(s.config, sort_keys=True, default=str).replace(str(REPO.resolve()), "<repo>")
+        text = portable(json.dumps(s.config, sort_keys=True, default=str))
         out[s.name] = {"deps": list(s.deps), "config": sha256_json(json.loads(text)),
-                       "inputs": [str(p).replace(str(REPO.resolve()), "<repo>") for p in s.inputs]}
+                       "inputs": [portable(str(p)) for p in s.inputs]}
     return out
 
 
