@@ -10,15 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, PolyAlignError
 from ..io import make_manifest, read_json, write_json, write_text
-from . import headline_report, plots, report
+from . import browser, headline_report, plots, report
 from .contrasts import contrast_tests, headline_tables, parse_contrasts
 from .tables import fmt, html_table, md_table
 from .headline import HEADLINE_METRICS
 from .registry import all_metrics, load_all
 from .runner import frontier_buckets, frontier_points
 from .registry import closeness
+from .suite import load_suite
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
@@ -114,6 +115,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: 
     for group, key in groups:
         tables[f"{group}/{key}"] = comparison_table(runs, metrics, group, key)
     figures = compare_figures(runs, dirs, metrics)
+    samples, samples_info = compare_samples(runs, dirs)
     out_dir = Path(out_dir)
     result = {"methods": names, "runs": [str(d) for d in dirs], "suite_version": loaded[0]["metadata"]["suite_version"],
               "context_key": loaded[0].get("context_key"),
@@ -122,11 +124,12 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: 
                            for view in ("context", "oracle")},
               "reach": {n: r.get("reach") for n, r in runs.items()},
               "metrics": list(metrics), "tables": tables,
-              "gaps": {n: r["metadata"].get("gaps", {}) for n, r in runs.items()}}
+              "gaps": {n: r["metadata"].get("gaps", {}) for n, r in runs.items()},
+              "samples": samples_info}
     write_json(out_dir / "comparison.json", result)
     blocks = compare_blocks(runs, result["headline"])
     write_text(out_dir / "report.md", render_compare_markdown(result, blocks))
-    write_text(out_dir / "report.html", render_compare_html(result, figures, blocks))
+    write_text(out_dir / "report.html", render_compare_html(result, figures, blocks, samples=samples))
     write_json(out_dir / "manifest.json", make_manifest(stage="compare", config={"names": names},
                                                         inputs={n: str(d) for n, d in zip(names, dirs)},
                                                         started=started))
@@ -163,8 +166,9 @@ def render_compare_markdown(result: dict[str, Any], blocks: Sequence = ()) -> st
     return "\n".join(lines + ["## Gaps", "", *gaps, ""])
 
 
-def render_compare_html(result: dict[str, Any], figures: dict[str, str | None], blocks: Sequence = ()) -> str:
-    """Self-contained report.html of a comparison."""
+def render_compare_html(result: dict[str, Any], figures: dict[str, str | None], blocks: Sequence = (),
+                        samples: str = "") -> str:
+    """Self-contained report.html of a comparison; `samples` (browser.render_section) comes last."""
     body = ["<h1>PolyAlign comparison</h1>",
             f'<div class="meta">Suite {html.escape(result["suite_version"])}; methods: '
             + html.escape(", ".join(result["methods"])) + "</div>",
@@ -176,7 +180,41 @@ def render_compare_html(result: dict[str, Any], figures: dict[str, str | None], 
         body += [f"<h3>{html.escape(_section_title(key))}</h3>", html_table(header, rows)]
     body.append("</section>")
     body += report._figure_sections(figures)
+    body.append(samples)
     return report.page("PolyAlign comparison", "\n".join(body))
+
+
+def compare_samples(runs: dict[str, dict[str, Any]], dirs: Sequence[Path]) -> tuple[str, dict[str, Any]]:
+    """The sample browser's section of a comparison and what it holds ({"shown": methods, "missing": {method:
+    why}}, or {"unavailable": why}): the suite's items from the suite folder the runs name, each method's answers
+    from the predictions file it scored (checked by sha256)."""
+    meta = next(iter(runs.values()))["metadata"]
+    suite_path = browser.locate(meta["suite_dir"], dirs[0])
+    why = None
+    if suite_path is None:
+        why = f"suite folder {meta['suite_dir']} not found"
+    else:
+        try:
+            suite = load_suite(suite_path)
+        except PolyAlignError as exc:
+            why = str(exc)
+        else:
+            if suite.version != meta["suite_version"]:
+                why = f"{suite_path} holds suite {suite.version}, the runs were scored on {meta['suite_version']}"
+    if why is not None:
+        return browser.render_section(None, unavailable=why), {"unavailable": why}
+    answers, missing = {}, {}
+    for (name, run), run_dir in zip(runs.items(), dirs):
+        got, reason = browser.run_answers(run, run_dir, suite)
+        if got is None:
+            missing[name] = f"answers not shown: {reason}"
+        else:
+            answers[name] = got
+    info = {"shown": list(answers), "missing": missing}
+    if not answers:
+        return browser.render_section(None, unavailable="; ".join(f"{k}: {v}" for k, v in missing.items())), info
+    data = browser.browser_data(suite.items, answers, context_key=suite.context_key, notes=missing)
+    return browser.render_section(data), info
 
 
 def compare_figures(runs: dict[str, dict[str, Any]], dirs: Sequence[Path],

@@ -112,8 +112,10 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_html(result: Mapping[str, Any], figures: Mapping[str, str | None], *, title: str | None = None) -> str:
-    """Self-contained report.html: inline CSS, every figure a base64 data: URI, no external resource."""
+def render_html(result: Mapping[str, Any], figures: Mapping[str, str | None], *, title: str | None = None,
+                samples: str = "") -> str:
+    """Self-contained report.html: inline CSS, every figure a base64 data: URI, the sample browser's section
+    (`samples`, from browser.render_section) last; no external resource."""
     metrics, buckets = result["metrics"], sorted(result["buckets"])
     n = {b: info["n_scored"] for b, info in result["buckets"].items()}
     title = title or f"PolyAlign evaluation: {result['metadata'].get('name') or 'run'}"
@@ -131,7 +133,7 @@ def render_html(result: Mapping[str, Any], figures: Mapping[str, str | None], *,
         header, rows = bucket_rows(metrics, family, buckets, n)
         if len(header) > 2:
             body += [f"<h3>{html.escape(family)}</h3>", html_table(header, rows)]
-    body.append("</section>")
+    body += ["</section>", samples]
     return page(title, "\n".join(body))
 
 

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sklearn.decomposition import PCA
 
 from ..io import atomic_path, make_manifest, write_json, write_text
-from . import conditional, plots, report
+from . import browser, conditional, plots, report
 from .featurizers import CharNgramSVD, make_featurizer
 from .predictions import load_predictions
 from .scoring import HumanSide, Timings, model_headline_views, model_side_inputs, prepare_human_side, score_side
@@ -134,7 +134,10 @@ def _evaluate(predictions_path: str | Path, suite_dir: str | Path, out_dir: str 
         np.savez_compressed(fh, **plot_data)
     write_json(out_dir / "metrics.json", result)
     write_text(out_dir / "report.md", report.render_markdown(result))
-    write_text(out_dir / "report.html", report.render_html(result, images))
+    samples = browser.render_section(browser.browser_data(
+        suite.items, {result["metadata"]["name"]: browser.answers_of(preds.texts, preds.finish)},
+        context_key=suite.context_key))
+    write_text(out_dir / "report.html", report.render_html(result, images, samples=samples))
     write_json(out_dir / "manifest.json", make_manifest(
         stage="eval", config={"featurizer": human.featurizer_spec, "seed": seed, "sample": preds.sample,
                               "allow_missing": allow_missing},
