@@ -146,6 +146,12 @@ def test_adversarial_text_cannot_escape_the_data_tag(world):
         assert not any(t == "img" or "onerror" in a for t, a in tags)
 
 
+def test_the_browser_code_loads_nothing_from_the_network():
+    code = browser._asset("samples.js") + browser._asset("samples.css")
+    for needle in ("http:", "https:", "//cdn", "fetch(", "XMLHttpRequest", "import(", "url(", "innerHTML", "eval("):
+        assert needle not in code, needle
+
+
 def test_embed_json_round_trips_and_escapes():
     data = {"a": ADV, "zh": "中文「引号」", "n": [1, None, 2.5]}
     text = browser.embed_json(data)
