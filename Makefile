@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/polyalign demo
 
-# The report's browser test renders in headless Chromium: installed here when missing (Debian package; root).
+# The report's browser tests run headless Chromium: installed here when missing (Debian packages; root), with a
+# CJK font so that screenshots of Chinese items show characters, not boxes.
 browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	@(command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1) && \
+		fc-list :lang=zh 2>/dev/null | grep -q . || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei \
+		>/dev/null)
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -m "not slow"
