@@ -183,7 +183,9 @@ setTimeout(function () {
                                               function (a) { return a.textContent; })};
     });
   }
-  function set(id, value) { var s = document.getElementById(id); s.value = value; s.dispatchEvent(new Event('change')); }
+  function set(id, value) {
+    var s = document.getElementById(id); s.value = value; s.dispatchEvent(new Event('change'));
+  }
   var out = {first: rows(), status0: document.getElementById('sb-status').textContent};
   set('sb-size', '100');
   out.all = rows();

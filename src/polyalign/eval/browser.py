@@ -23,8 +23,8 @@ SECTION_ID = "samples"
 DATA_ID = "sb-data"
 NOTE = ("Every suite item: the conversation before the response (earlier turns, the context passage the model "
         "sees before the prompt, the prompt), the held-out human answer and each method's answer. Length: the "
-        "bilingual length rule (words, CJK characters). 'cut' = the answer hit max_new_tokens. Filters and "
-        "search run in the page; nothing is loaded from the network.")
+        "bilingual length rule (words, CJK characters, punctuation marks). 'cut' = the answer hit "
+        "max_new_tokens. Filters and search run in the page; nothing is loaded from the network.")
 
 
 @dataclass
