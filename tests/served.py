@@ -70,11 +70,13 @@ class FaultProxy:
     `require_key` answers 401 without that bearer key."""
 
     def __init__(self, upstream: str, *, faults: list[Any] | None = None,
-                 rewrite: Callable[[dict], dict] | None = None, require_key: str | None = None):
+                 rewrite: Callable[[dict], dict] | None = None, require_key: str | None = None,
+                 answers: list[str] | None = None):
         self.upstream = upstream.split("://", 1)[1]
         self.faults = list(faults or [])
         self.rewrite = rewrite
         self.require_key = require_key
+        self.answers = list(answers or [])  # replace the served answer's text, one per request (judge tests)
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
         self.lock = threading.Lock()
@@ -121,6 +123,12 @@ class FaultProxy:
                 conn.request("POST", self.path, json.dumps(body), {"content-type": "application/json"})
                 answer = conn.getresponse()
                 data = answer.read()
+                with proxy.lock:
+                    replacement = proxy.answers.pop(0) if proxy.answers else None
+                if replacement is not None and answer.status == 200:
+                    served = json.loads(data)
+                    served["choices"][0]["message"]["content"] = replacement
+                    data = json.dumps(served).encode()
                 try:
                     self._send(answer.status, data)
                 except (BrokenPipeError, ConnectionResetError):

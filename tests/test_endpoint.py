@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 from eval_helpers import feature_fn
-from model_factory import make_varied_tiny_model_dir
 from records_factory import make_records, write_data_dir
-from served import FaultProxy, TransformersServer, free_port
+from served import FaultProxy, free_port
 
 from polyalign.endpoint.client import EndpointError
 from polyalign.endpoint.config import EndpointConfig
@@ -25,22 +24,14 @@ from polyalign.errors import ConfigError
 from polyalign.generate import DecodingConfig, generate_predictions
 from polyalign.models.chat import prompt_messages
 
-pytest.importorskip("fastapi", reason="transformers serve needs transformers[serving]")
 GREEDY = DecodingConfig(max_new_tokens=10, do_sample=False, batch_size=8)
 FAST = {"backoff_s": 0.01, "backoff_max_s": 0.05}
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    import torch
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("endpoint")
-    model = make_varied_tiny_model_dir(root)
-    server = TransformersServer(model, root / "serve.log").wait()
-    yield {"root": root, "model": model, "server": server, "url": server.url}
-    server.stop()
+def world(served_tiny):
+    return served_tiny
 
 
 def _endpoint(url: str, world, **kw) -> EndpointConfig:
