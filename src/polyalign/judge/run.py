@@ -120,9 +120,10 @@ def _pairwise_task(client, endpoint, config, rubric, item: BlindItem, first: str
 
 def run_judge(judges: Sequence[EndpointConfig], methods: dict[str, str | Path], suite_dir: str | Path,
               out_dir: str | Path, config: JudgeConfig | None = None, rubric: Rubric | None = None, *,
-              per_bucket: int | None = None, sample: int | None = None,
+              per_bucket: int | None = None, limit: int | None = None, sample: int | None = None,
               on_done: Any = None) -> dict[str, Any]:
-    """Judge every method's predictions on the suite's items (at most `per_bucket` per bucket, in suite order)
+    """Judge every method's predictions on the suite's items (at most `per_bucket` per bucket and `limit` in all,
+    in suite order)
     with every judge; write out_dir/judgments.jsonl, summary.json, report.md and manifest.json; return the
     summary."""
     from ..io import write_jsonl
@@ -145,6 +146,7 @@ def run_judge(judges: Sequence[EndpointConfig], methods: dict[str, str | Path], 
         per[record.bucket_id] = per.get(record.bucket_id, 0) + 1
         if per_bucket is None or per[record.bucket_id] <= per_bucket:
             chosen.append(i)
+    chosen = chosen[:limit] if limit is not None else chosen
     out_dir = Path(out_dir)
     identity = {"judges": [(j.chat_url, j.model_name) for j in judges], "config": config.model_dump(),
                 "rubric": rubric.model_dump(), "suite": suite.version, "items": [suite.items[i].id for i in chosen],
