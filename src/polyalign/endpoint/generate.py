@@ -13,28 +13,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
 from ..generate import PREDICTIONS_FILE, DecodingConfig, _check_resume, _complete, _get, _messages, _row
-from ..io import append_jsonl, drop_torn_tail, iter_jsonl, make_manifest, write_json, write_jsonl
+from ..io import make_manifest, write_json, write_jsonl
 from .client import ChatClient, EndpointError
 from .config import EndpointConfig
+from .pool import read_part, run_resumable
 from .params import RequestPlan, read_choices, request_plan, request_seed
 
 PART_FILE = "predictions.part.jsonl"
-
-
-def _done_items(path: Path) -> dict[str, list[dict[str, Any]]]:
-    done: dict[str, list[dict[str, Any]]] = {}
-    if path.exists():
-        for line, obj in iter_jsonl(path):
-            if not isinstance(obj, dict) or "id" not in obj or not isinstance(obj.get("rows"), list):
-                raise InputError("not a part row (needs id and rows)", file=path, line=line)
-            done[str(obj["id"])] = obj["rows"]
-    return done
 
 
 def fit_messages(tokenizer: Any, conversations: Sequence[list[dict[str, str]]],
@@ -92,8 +82,7 @@ def generate_predictions_endpoint(endpoint: EndpointConfig, records: Sequence[An
     _check_resume(out_dir, identity)
     out_dir.mkdir(parents=True, exist_ok=True)
     part, path = out_dir / PART_FILE, out_dir / PREDICTIONS_FILE
-    drop_torn_tail(part)
-    done = _done_items(part)
+    done = read_part(part, key="id")
     todo = [r for r in records if str(_get(r, "id")) not in done]
     if not todo and path.exists() and _complete(out_dir, identity):
         return path
@@ -112,48 +101,29 @@ def generate_predictions_endpoint(endpoint: EndpointConfig, records: Sequence[An
         conversations, n_cut = fit_messages(load_tokenizer(endpoint.tokenizer, chat=True), conversations,
                                             decoding.max_prompt_tokens)
     gen_started = time.perf_counter()
-    tokens: int | None = 0
-    n_new = 0
+
+    def task(record: Any, messages: list[dict[str, str]]) -> tuple[str, Callable[[], dict[str, Any]]]:
+        def call() -> dict[str, Any]:
+            rows, used = complete_item(client, plan, decoding, endpoint, record, messages)
+            return {"rows": rows, "tokens": used}
+        return str(_get(record, "id")), call
+
+    n_before = len(records) - len(todo)
+    progress = (lambda n: on_item(n_before + n, len(records))) if on_item else None
     with ChatClient(endpoint) as client:
-        pool = ThreadPoolExecutor(max_workers=endpoint.concurrency, thread_name_prefix="polyalign-endpoint")
-        futures: dict[Future, Any] = {pool.submit(complete_item, client, plan, decoding, endpoint, record, messages):
-                                      record for record, messages in zip(todo, conversations)}
-        failure: BaseException | None = None
-        written: set[Future] = set()
-
-        def keep(finished: set[Future]) -> None:
-            nonlocal failure, n_new, tokens
-            for future in finished:
-                if future in written or future.cancelled():
-                    continue
-                if future.exception() is not None:
-                    failure = failure or future.exception()
-                    continue
-                rows, used = future.result()
-                append_jsonl(part, [{"id": str(_get(futures[future], "id")), "rows": rows}])
-                written.add(future)
-                n_new += 1
-                tokens = None if used is None or tokens is None else tokens + used
-                if on_item:
-                    on_item(len(records) - len(todo) + n_new, len(records))
-
         try:
-            pending = set(futures)
-            while pending and failure is None:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                keep(finished)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        keep({f for f in futures if f.done()})  # items that finished while the others were being stopped
+            n_new = run_resumable([task(r, m) for r, m in zip(todo, conversations)], part, endpoint.concurrency,
+                                  progress, key="id")
+        except EndpointError as exc:
+            n_kept = len(read_part(part, key="id")) - len(done)
+            raise EndpointError(f"{exc} ({n_kept} item(s) finished now are kept in {part}; run again to "
+                                f"resume)") from exc
         stats = client.stats.as_dict()
     seconds = time.perf_counter() - gen_started
-    if failure is not None:
-        if isinstance(failure, EndpointError):
-            raise EndpointError(f"{failure} ({n_new} item(s) finished now are kept in {part}; run again to "
-                                f"resume)") from failure
-        raise failure
-    done = _done_items(part)
-    rows = [row for record in records for row in done[str(_get(record, "id"))]]
+    finished = read_part(part, key="id")
+    used = [finished[i].get("tokens") for i in set(ids) - set(done)]
+    tokens = None if any(u is None for u in used) else sum(used)
+    rows = [row for record in records for row in finished[str(_get(record, "id"))]["rows"]]
     write_jsonl(path, rows)
     write_json(out_dir / "manifest.json", make_manifest(
         stage="generate", config=config, inputs={"model": endpoint.model_name}, seed=decoding.seed,

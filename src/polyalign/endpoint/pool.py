@@ -26,16 +26,16 @@ def read_part(path: Path, key: str = "key") -> dict[str, dict[str, Any]]:
 
 
 def run_resumable(tasks: Iterable[tuple[str, Callable[[], dict[str, Any]]]], part: Path, concurrency: int,
-                  on_done: Callable[[int], None] | None = None) -> int:
-    """Run each (key, call) whose key is not in `part` yet; append {"key": key, **call()} when it finishes.
+                  on_done: Callable[[int], None] | None = None, *, key: str = "key") -> int:
+    """Run each (k, call) whose k is not in `part` yet; append {key: k, **call()} when it finishes.
     Returns the number of tasks finished now."""
-    done = read_part(part)
+    done = read_part(part, key)
     todo = [(k, call) for k, call in tasks if k not in done]
     n_new = 0
     failure: BaseException | None = None
     written: set[Future] = set()
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="polyalign-tasks")
-    futures = {pool.submit(call): key for key, call in todo}
+    futures = {pool.submit(call): k for k, call in todo}
 
     def keep(finished: Iterable[Future]) -> None:
         nonlocal failure, n_new
@@ -45,7 +45,7 @@ def run_resumable(tasks: Iterable[tuple[str, Callable[[], dict[str, Any]]]], par
             if future.exception() is not None:
                 failure = failure or future.exception()
                 continue
-            append_jsonl(part, [{"key": futures[future], **future.result()}])
+            append_jsonl(part, [{key: futures[future], **future.result()}])
             written.add(future)
             n_new += 1
             if on_done:
