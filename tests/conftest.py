@@ -69,3 +69,20 @@ def smollm2_dir() -> Path:
         with locate_gguf(wheel=wheel) as source:
             import_gguf(source, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def served_tiny(tmp_path_factory):
+    """A real OpenAI-compatible server on localhost: `transformers serve` on the varied tiny test model (one per
+    session; tests/served.py). Skipped without transformers' [serving] extra."""
+    pytest.importorskip("fastapi", reason="transformers serve needs transformers[serving] (pip install '.[dev]')")
+    import torch
+    from model_factory import make_varied_tiny_model_dir
+    from served import TransformersServer
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("served")
+    model = make_varied_tiny_model_dir(root)
+    server = TransformersServer(model, root / "serve.log").wait()
+    yield {"root": root, "model": model, "server": server, "url": server.url}
+    server.stop()

@@ -23,3 +23,25 @@ def make_tiny_model_dir(root: str | Path, *, n_records: int = 300, seed: int = 0
     if not (out / "config.json").exists():
         init_tiny(make_records(n_records, seed), out, config)
     return out
+
+
+def make_varied_tiny_model_dir(root: str | Path) -> Path:
+    """The tiny test model with every non-norm weight scaled by 8: its random-init greedy output depends on the
+    prompt (the unscaled one writes newlines for every prompt), so that comparing two generation paths means
+    something."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = Path(root) / "tiny-varied"
+    if not (out / "config.json").exists():
+        import shutil
+
+        source = make_tiny_model_dir(root)
+        shutil.copytree(source, out)
+        model = AutoModelForCausalLM.from_pretrained(out)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "norm" not in name:
+                    param.mul_(8.0)
+        model.save_pretrained(out)
+    return out

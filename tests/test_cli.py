@@ -14,7 +14,7 @@ import polyalign
 from polyalign.cli import VERB_MODULES, app
 
 SRC = Path(polyalign.__file__).resolve().parents[1]
-TOP_LEVEL = {"version", "generate", "suite", "eval", "compare", "run", "demo", "stages"}
+TOP_LEVEL = {"version", "generate", "suite", "eval", "judge", "compare", "run", "demo", "stages"}
 GROUPS = {"data": {"build", "show"}, "model": {"init-tiny", "pretrain", "import"}, "train": {"sft", "dpo", "hdpo"},
           "critic": {"fit", "score", "baseline"}, "pairs": {"build"}}
 

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from ..errors import PolyAlignError
 from ..io import package_versions
-from . import critic, data, evaluate, generate, model, pairs, pipeline, preference, train
+from . import critic, data, evaluate, generate, judge, model, pairs, pipeline, preference, train
 from .common import console, err_console
 
 app = typer.Typer(name="polyalign", no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
@@ -24,7 +24,7 @@ app = typer.Typer(name="polyalign", no_args_is_help=True, add_completion=False, 
                   help="PolyAlign: align chat models to the human response distribution of each context.")
 
 #: The verb modules, in registration order (`preference` adds `train dpo` / `train hdpo`, so it follows `train`).
-VERB_MODULES = (data, model, train, critic, pairs, preference, generate, evaluate, pipeline)
+VERB_MODULES = (data, model, train, critic, pairs, preference, generate, evaluate, judge, pipeline)
 
 
 @app.callback()

@@ -69,7 +69,13 @@ def eval_command(
     out: Path = typer.Option(..., "--out", help="Where to write metrics.json, report.md and report.html."),
     predictions: Path | None = typer.Option(None, "--predictions", help="predictions.jsonl to score."),
     model: str | None = typer.Option(None, "--model", help="A model folder or hub id: generate, then score."),
-    decoding: Path | None = typer.Option(None, "--decoding", help="Decoding config YAML (with --model)."),
+    endpoint: str | None = typer.Option(None, "--endpoint", help="An OpenAI-compatible server: generate "
+                                        "through it, then score (see docs/endpoints.md)."),
+    model_name: str | None = typer.Option(None, "--model-name", help="The served model's name (with --endpoint)."),
+    endpoint_config: Path | None = typer.Option(None, "--endpoint-config", help="EndpointConfig YAML (with "
+                                                "--endpoint)."),
+    decoding: Path | None = typer.Option(None, "--decoding", help="Decoding config YAML (with --model or "
+                                         "--endpoint)."),
     profile: bool = typer.Option(False, "--profile/--no-profile", help="Profile system prompt (with --model)."),
     featurizer: str = typer.Option("char-ngram-svd", help="MAUVE featurizer: char-ngram-svd | hidden-states."),
     featurizer_model: str | None = typer.Option(None, help="Model for --featurizer hidden-states."),
@@ -84,13 +90,16 @@ def eval_command(
     Examples:
       polyalign eval --predictions runs/sft/predictions.jsonl --suite runs/suite --out runs/eval/sft
       polyalign eval --model runs/models/sft --suite runs/suite --out runs/eval/sft --decoding configs/decoding.yaml
+      polyalign eval --endpoint http://localhost:8000 --model-name my-model --suite runs/suite --out runs/eval/served
     """
+    from ..endpoint.config import endpoint_from_options
     from ..eval.runner import evaluate
 
-    if (predictions is None) == (model is None):
-        raise InputError("give exactly one of --predictions FILE or --model PATH")
-    if decoding is not None and model is None:
-        raise InputError("--decoding only applies with --model", field="decoding")
+    served = endpoint_from_options(endpoint, model_name, str(endpoint_config) if endpoint_config else None)
+    if sum(x is not None for x in (predictions, model, served)) != 1:
+        raise InputError("give exactly one of --predictions FILE, --model PATH or --endpoint URL --model-name NAME")
+    if decoding is not None and model is None and served is None:
+        raise InputError("--decoding only applies with --model or --endpoint", field="decoding")
     if not (suite_dir / "manifest.json").exists():
         raise InputError("not an evaluation suite (no manifest.json; build one with `polyalign suite`)",
                          file=suite_dir)
@@ -99,8 +108,8 @@ def eval_command(
         if not featurizer_model:
             raise InputError("--featurizer hidden-states needs --featurizer-model PATH", field="featurizer-model")
         options["model"] = featurizer_model
-    if model is not None:
-        predictions = _generate(model, suite_dir, out, decoding, profile)
+    if model is not None or served is not None:
+        predictions = _generate(model or served, suite_dir, out, decoding, profile)
     result = evaluate(predictions, suite_dir, out, featurizer=featurizer, featurizer_options=options, seed=seed,
                       sample=sample, allow_missing=allow_missing, name=name, progress=True)
     gaps = result["metadata"]["gaps"]
@@ -110,14 +119,26 @@ def eval_command(
     console.print(f"report: {out / 'report.html'}")
 
 
-def _generate(model: str, suite_dir: Path, out: Path, decoding: Path | None, profile: bool) -> Path:
-    """Generate predictions for the suite's items with the shared decoding config (resumable)."""
+def _generate(model: Any, suite_dir: Path, out: Path, decoding: Path | None, profile: bool) -> Path:
+    """Generate predictions for the suite's items with the shared decoding config (resumable), with a local
+    model (a path) or an EndpointConfig."""
+    from ..endpoint.config import EndpointConfig
+    from ..endpoint.generate import generate_predictions_endpoint
+    from ..endpoint.params import request_plan
+
     config = load_config(decoding, DecodingConfig) if decoding is not None else DecodingConfig()
+    if isinstance(model, EndpointConfig):
+        request_plan(config, model)
     loaded = load_suite(suite_dir)
     with progress(transient=True) as bar:
         task = bar.add_task("generating", total=len(loaded.items))
-        path = generate_predictions(model, loaded.items, out / "generation", config, profile=profile,
-                                    on_batch=lambda done, total: bar.update(task, completed=done, total=total))
+        update = (lambda done, total: bar.update(task, completed=done, total=total))
+        if isinstance(model, EndpointConfig):
+            path = generate_predictions_endpoint(model, loaded.items, out / "generation", config, profile=profile,
+                                                 on_item=update)
+        else:
+            path = generate_predictions(model, loaded.items, out / "generation", config, profile=profile,
+                                        on_batch=update)
     return Path(path)
 
 
