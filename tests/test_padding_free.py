@@ -199,3 +199,28 @@ def test_run_config_passes_padding_free_to_the_trainer(tmp_path: Path) -> None:
                           training={"padding_free": True, "per_device_train_batch_size": 4})
     args = make_sft_args(config, tmp_path / "w", assistant_only_loss=True)
     assert args.padding_free is True and args.max_length == config.max_length
+
+
+def test_train_sft_padding_free_end_to_end_with_the_chosen_attention(setup, tmp_path: Path) -> None:
+    from records_factory import write_data_dir
+    from transformers import TrainerCallback
+
+    from polyalign.train.sft import SFTRunConfig, run_sft
+
+    data = write_data_dir(tmp_path / "data", {"train": make_records(40, 0), "val": make_records(16, 1, "val")})
+    seen = {}
+
+    class Spy(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):  # noqa: ANN001
+            seen["attention"], seen["padding_free"] = model.config._attn_implementation, args.padding_free
+
+    config = SFTRunConfig(model=str(setup["model_dir"]), data=str(data), output_dir=str(tmp_path / "out"),
+                          max_length=96, max_eval_samples=8,
+                          balance={"enabled": True, "dro": {"enabled": True}},
+                          training={"max_steps": 2, "per_device_train_batch_size": 4, "padding_free": True,
+                                    "model_init_kwargs": {"attn_implementation": "eager"}, "save_strategy": "no",
+                                    "dataloader_pin_memory": False})
+    out = run_sft(config, callbacks=[Spy()])
+    assert seen == {"attention": "eager", "padding_free": True}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["global_steps"] == 2 and set(manifest["final_bucket_losses"]) == {"train", "val"}
