@@ -3,7 +3,8 @@
 Sections (run all by default, or pick with --sections):
   sft       median optimizer-step time of BucketSFTTrainer (bucket-normalized loss + DRO + per-bucket logging)
             over TRL's SFTTrainer, same model, same batches (sequential sampler), >= 20 steps; target ratio <= 1.05
-  padding_free  real tokens/s of padded against padding-free batches (TRL's padding_free collator) for plain SFT
+  padding_free  real tokens/s of padded against padding-free batches (TRL's padding_free collator; attention sdpa
+            and sdpa_varlen) for plain SFT
             (TRL's SFTTrainer) and Bucket-SFT (BucketSFTTrainer, normalized loss + DRO), same examples in the same
             order (sequential sampler), alternating rounds; the mean train loss of each shows it is the same
             training; target: padding-free Bucket-SFT >= 1.5x the tokens/s of padded
@@ -197,13 +198,16 @@ def bench_padding_free(args: argparse.Namespace, setup: dict[str, Any]) -> dict[
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     balance = {"bucket_balance": True, "bucket_temperature": None, "dro": True, "dro_eta": 0.1}
 
-    def run(kind: str, padding_free: bool) -> dict[str, Any]:
-        model = AutoModelForCausalLM.from_pretrained(setup["model_dir"])
+    import polyalign.train.varlen_attention  # noqa: F401  (registers attn_implementation="sdpa_varlen")
+
+    def run(kind: str, padding_free: bool, attention: str) -> dict[str, Any]:
+        model = AutoModelForCausalLM.from_pretrained(setup["model_dir"], attn_implementation=attention)
         common = dict(output_dir=str(Path(args.workdir) / f"pf-{kind}-{padding_free}"), bf16=bf16,
                       gradient_checkpointing=False, save_strategy="no", report_to="none", learning_rate=1e-4,
                       per_device_train_batch_size=args.batch, max_steps=args.steps, logging_steps=1,
                       disable_tqdm=True, seed=args.seed, train_sampling_strategy="sequential",
                       dataloader_pin_memory=torch.cuda.is_available(), padding_free=padding_free)
+        common["output_dir"] += f"-{attention}"
         interval = StepIntervalTimer()
         if kind == "sft":  # TRL refuses padding_free with max_length (the examples are fitted already): None in both
             trainer = trl_cls(model=model, args=SFTConfig(**common, max_length=None), train_dataset=trl_ds,
@@ -225,38 +229,42 @@ def bench_padding_free(args: argparse.Namespace, setup: dict[str, Any]) -> dict[
                 "tokens": sum(step_tokens[timed]), "padded_tokens": sum(step_widths[timed]),
                 "mean_loss": statistics.fmean(losses), "losses": losses}
 
-    results: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+    # padded (sdpa), padding-free with sdpa's block-diagonal mask, padding-free example by example (sdpa_varlen);
+    # on a GPU with flash-attn installed, add flash_attention_2 here
+    variants = (("padded", False, "sdpa"), ("padding-free sdpa", True, "sdpa"),
+                ("padding-free sdpa_varlen", True, "sdpa_varlen"))
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for _ in range(args.rounds):  # alternate to spread machine noise over every variant
         for kind in ("sft", "bucket_sft"):
-            for padding_free in (False, True):
-                results.setdefault((kind, padding_free), []).append(run(kind, padding_free))
+            for name, padding_free, attention in variants:
+                results.setdefault((kind, name), []).append(run(kind, padding_free, attention))
     rows, out = [], {}
     for kind, label in (("sft", "SFT (TRL SFTTrainer)"), ("bucket_sft", "Bucket-SFT (normalized + DRO)")):
-        padded, packed = results[(kind, False)], results[(kind, True)]
+        padded = results[(kind, "padded")]
         tps_padded = statistics.median(r["tokens_per_s"] for r in padded)
-        tps_packed = statistics.median(r["tokens_per_s"] for r in packed)
-        gap = max(abs(a - b) for a, b in zip(padded[0]["losses"], packed[0]["losses"]))
-        out[kind] = {"padded_tokens_per_s": round(tps_padded, 1), "padding_free_tokens_per_s": round(tps_packed, 1),
-                     "ratio_padding_free_over_padded": round(tps_packed / tps_padded, 3),
-                     "per_round_ratio": [round(b["tokens_per_s"] / a["tokens_per_s"], 3)
-                                         for a, b in zip(padded, packed)],
-                     "mean_loss_padded": round(padded[0]["mean_loss"], 5),
-                     "mean_loss_padding_free": round(packed[0]["mean_loss"], 5),
-                     "max_step_loss_gap": float(f"{gap:.3g}")}
-        rows.append((label, tps_padded, tps_packed, tps_packed / tps_padded, padded[0]["mean_loss"],
-                     packed[0]["mean_loss"], gap))
-    first = results[("bucket_sft", False)][0]
+        out[kind] = {"padded_tokens_per_s": round(tps_padded, 1), "mean_loss_padded": round(padded[0]["mean_loss"], 5)}
+        rows.append((label, "padded", tps_padded, 1.0, padded[0]["mean_loss"], 0.0))
+        for name, _, _ in variants[1:]:
+            packed = results[(kind, name)]
+            tps = statistics.median(r["tokens_per_s"] for r in packed)
+            gap = max(abs(a - b) for a, b in zip(padded[0]["losses"], packed[0]["losses"]))
+            out[kind][name] = {"tokens_per_s": round(tps, 1), "ratio_over_padded": round(tps / tps_padded, 3),
+                               "per_round_ratio": [round(b["tokens_per_s"] / a["tokens_per_s"], 3)
+                                                   for a, b in zip(padded, packed)],
+                               "mean_loss": round(packed[0]["mean_loss"], 5), "max_step_loss_gap": float(f"{gap:.3g}")}
+            rows.append((label, name, tps, tps / tps_padded, packed[0]["mean_loss"], gap))
+    first = results[("bucket_sft", "padded")][0]
     print(f"\npadded vs padding-free, {args.steps - args.warmup} timed steps x batch {args.batch}, max_length "
           f"{args.max_length}, {args.rounds} alternating rounds; real tokens are "
           f"{first['tokens'] / first['padded_tokens']:.0%} of the padded batches; load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{'trainer':<32} {'padded tok/s':>13} {'padding-free':>13} {'ratio':>7} {'loss padded':>12} "
-          f"{'loss p-free':>12} {'max step gap':>13}")
-    for label, a, b, ratio, la, lb, gap in rows:
-        print(f"{label:<32} {a:>13.1f} {b:>13.1f} {ratio:>6.2f}x {la:>12.5f} {lb:>12.5f} {gap:>13.2g}")
+    print(f"{'trainer':<31} {'batches':<25} {'tokens/s':>9} {'vs padded':>10} {'mean loss':>10} "
+          f"{'max step loss gap':>18}")
+    for label, name, tps, ratio, loss, gap in rows:
+        print(f"{label:<31} {name:<25} {tps:>9.1f} {ratio:>9.2f}x {loss:>10.5f} {gap:>18.2g}")
     return {**out, "steps_timed": args.steps - args.warmup, "rounds": args.rounds, "batch": args.batch,
             "max_length": args.max_length, "real_token_fraction": round(first["tokens"] / first["padded_tokens"], 4),
-            "target": "bucket_sft ratio >= 1.5"}
+            "target": "bucket_sft padding-free ratio >= 1.5"}
 
 
 # ---- generation throughput -----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from polyalign.train.bucket_trainer import BucketSFTTrainer
 from polyalign.train.columns import per_token_column
 from polyalign.train.examples import build_sft_examples, bucket_vocabulary
 from polyalign.train.padding_free import check_packed_attention, packed_attention_gap
+from polyalign.train.varlen_attention import NAME as VARLEN
 
 torch.set_num_threads(1)
 
@@ -39,7 +40,7 @@ def setup(tmp_path_factory):
             "dataset": Dataset.from_list(examples)}
 
 
-def _trainer(setup, *, padding_free: bool, balance=None, dataset=None, dtype=torch.float32, **kw):
+def _trainer(setup, *, padding_free: bool, balance=None, dataset=None, dtype=torch.float32, attention="sdpa", **kw):
     from transformers import AutoModelForCausalLM
 
     base = dict(output_dir=str(setup["root"] / "out"), bf16=False, gradient_checkpointing=False, save_strategy="no",
@@ -47,7 +48,7 @@ def _trainer(setup, *, padding_free: bool, balance=None, dataset=None, dtype=tor
                 train_sampling_strategy="sequential", dataloader_pin_memory=False, max_grad_norm=1e9,
                 padding_free=padding_free, **(balance or OFF))
     base.update(kw)
-    model = AutoModelForCausalLM.from_pretrained(setup["model_dir"], dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(setup["model_dir"], dtype=dtype, attn_implementation=attention)
     return BucketSFTTrainer(model=model, args=BucketSFTConfig(**base), processing_class=setup["tokenizer"],
                             train_dataset=setup["dataset"] if dataset is None else dataset,
                             bucket_names=setup["names"])
@@ -83,10 +84,10 @@ def test_the_collated_row_carries_buckets_and_restarting_positions(setup) -> Non
     assert len(set(rows["bucket_index"])) > 1  # the row really mixes buckets
 
 
-def test_packed_logits_equal_one_example_at_a_time_on_cpu_sdpa_and_eager(setup) -> None:
+def test_packed_logits_equal_one_example_at_a_time_on_cpu(setup) -> None:
     from transformers import AutoModelForCausalLM
 
-    for attention in ("sdpa", "eager"):
+    for attention in ("sdpa", "eager", "sdpa_varlen"):
         model = AutoModelForCausalLM.from_pretrained(setup["model_dir"], attn_implementation=attention)
         assert packed_attention_gap(model) < 1e-5, attention
 
@@ -114,11 +115,15 @@ def test_a_model_that_attends_across_packed_examples_is_refused(setup) -> None:
         check_packed_attention(model)
 
 
-@pytest.mark.parametrize("balance", [NORMALIZED, DRO, OFF], ids=["normalized", "dro", "token_mean"])
-def test_packed_loss_and_gradients_equal_the_padded_batch_float64(setup, balance) -> None:
+@pytest.mark.parametrize("balance,attention", [(NORMALIZED, "sdpa"), (DRO, "sdpa"), (OFF, "sdpa"),
+                                               (NORMALIZED, "sdpa_varlen")],
+                         ids=["normalized", "dro", "token_mean", "normalized-sdpa_varlen"])
+def test_packed_loss_and_gradients_equal_the_padded_batch_float64(setup, balance, attention) -> None:
     padded = _trainer(setup, padding_free=False, balance=balance, per_device_train_batch_size=8,
                       dtype=torch.float64)
-    packed = _trainer(setup, padding_free=True, balance=balance, per_device_train_batch_size=8, dtype=torch.float64)
+    packed = _trainer(setup, padding_free=True, balance=balance, per_device_train_batch_size=8, dtype=torch.float64,
+                      attention=attention)
+    assert packed.model.config._attn_implementation == attention
     assert packed.padding_free and not padded.padding_free
     a = next(iter(padded.get_train_dataloader()))
     b = next(iter(packed.get_train_dataloader()))
@@ -218,9 +223,25 @@ def test_train_sft_padding_free_end_to_end_with_the_chosen_attention(setup, tmp_
                           max_length=96, max_eval_samples=8,
                           balance={"enabled": True, "dro": {"enabled": True}},
                           training={"max_steps": 2, "per_device_train_batch_size": 4, "padding_free": True,
-                                    "model_init_kwargs": {"attn_implementation": "eager"}, "save_strategy": "no",
+                                    "model_init_kwargs": {"attn_implementation": "sdpa_varlen"},
+                                    "save_strategy": "no",
                                     "dataloader_pin_memory": False})
     out = run_sft(config, callbacks=[Spy()])
-    assert seen == {"attention": "eager", "padding_free": True}
+    assert seen == {"attention": "sdpa_varlen", "padding_free": True}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["global_steps"] == 2 and set(manifest["final_bucket_losses"]) == {"train", "val"}
+
+
+def test_sdpa_varlen_is_sdpa_on_padded_batches(setup) -> None:
+    from transformers import AutoModelForCausalLM
+
+    trainer = _trainer(setup, padding_free=False, per_device_train_batch_size=8)
+    batch = {k: v for k, v in next(iter(trainer.get_train_dataloader())).items() if k != "bucket_index"}
+    assert (batch["attention_mask"] == 0).any()
+    logits = {}
+    for attention in ("sdpa", VARLEN):
+        model = AutoModelForCausalLM.from_pretrained(setup["model_dir"], attn_implementation=attention).eval()
+        with torch.no_grad():
+            logits[attention] = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(logits[VARLEN][real], logits["sdpa"][real], rtol=0, atol=1e-6)

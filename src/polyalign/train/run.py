@@ -38,6 +38,7 @@ from ..errors import ConfigError
 from ..io import atomic_path, make_manifest, read_json, read_jsonl, sha256_json, sha256_tree, write_json, write_jsonl
 from ..models.loading import load_causal_lm, load_tokenizer
 from ..models.tiny import fix_tokenizer_config
+from . import varlen_attention  # noqa: F401  (registers attn_implementation="sdpa_varlen")
 
 
 class LoraSection(StrictModel):
