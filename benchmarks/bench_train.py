@@ -3,11 +3,11 @@
 Sections (run all by default, or pick with --sections):
   sft       median optimizer-step time of BucketSFTTrainer (bucket-normalized loss + DRO + per-bucket logging)
             over TRL's SFTTrainer, same model, same batches (sequential sampler), >= 20 steps; target ratio <= 1.05
-  padding_free  real tokens/s of padded against padding-free batches (TRL's padding_free collator; attention sdpa
-            and sdpa_varlen) for plain SFT
-            (TRL's SFTTrainer) and Bucket-SFT (BucketSFTTrainer, normalized loss + DRO), same examples in the same
-            order (sequential sampler), alternating rounds; the mean train loss of each shows it is the same
-            training; target: padding-free Bucket-SFT >= 1.5x the tokens/s of padded
+  padding_free  real tokens/s of the same batches padded and padding-free (TRL's padding_free collator; attention
+            sdpa with its block-diagonal mask, and sdpa_varlen) for plain SFT (TRL's SFTTrainer) and Bucket-SFT
+            (BucketSFTTrainer, normalized loss + DRO): same examples in the same order (sequential sampler),
+            alternating rounds, with each run's mean train loss (the same training); target: padding-free
+            Bucket-SFT >= 1.5x the tokens/s of padded
   generate  batched generation tokens/s against one prompt at a time (same prompts, same decoding); target >= 4x
   hdpo      median optimizer-step time of HDPOTrainer (pair weights + expected-distance regularizer + anchor) over
             TRL's DPOTrainer, same model, same batches, reference log-probs precomputed in both, >= 20 steps; target
