@@ -131,7 +131,7 @@ def test_packed_loss_and_gradients_equal_the_padded_batch_float64(setup, balance
     num_items = None if balance is not OFF else (a["labels"][:, 1:] != -100).sum() * 3  # as if GA = 3
     loss_a, grad_a = _loss_and_grads(padded, a, num_items)
     loss_b, grad_b = _loss_and_grads(packed, b, num_items)
-    assert next(packed.model.parameters()).dtype == torch.float64  # backbone in float64 (TRL scores the head in float32)
+    assert next(packed.model.parameters()).dtype == torch.float64  # the backbone; TRL scores the head in float32
     assert abs(loss_b.item() - loss_a.item()) <= 1e-6 * abs(loss_a.item())
     # the LM head is scored in float32 by TRL's fused head: gradients agree to float32 rounding of the head
     assert torch.linalg.vector_norm(grad_b - grad_a) <= 1e-6 * torch.linalg.vector_norm(grad_a)

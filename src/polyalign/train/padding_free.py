@@ -25,7 +25,7 @@ from ..errors import ConfigError
 
 PROBE_LENGTHS = (7, 12, 5)
 # attention implementations of transformers that read packed boundaries (used when the probe cannot run)
-PACKED_ATTENTION = ("flash_attention_2", "flash_attention_3", "sdpa", "eager", "flex_attention")
+PACKED_ATTENTION = ("flash_attention_2", "flash_attention_3", "sdpa", "sdpa_varlen", "eager", "flex_attention")
 
 
 def packed_attention_gap(model: Any, lengths: tuple[int, ...] = PROBE_LENGTHS, seed: int = 0) -> float:
@@ -60,14 +60,17 @@ def probe_tolerance(model: Any) -> float:
 
 def check_packed_attention(model: Any) -> float | None:
     """A ConfigError unless `model` keeps the examples of a padding-free row apart (see the module docstring);
-    returns the measured gap (None when the weights are partitioned by DeepSpeed ZeRO-3 and cannot run before
-    training: then only the attention implementation is checked)."""
+    returns the measured gap. None when the model cannot run before training (weights partitioned by DeepSpeed
+    ZeRO-3, or a flash-attention model still on the CPU, as under FSDP): then only the attention implementation
+    is checked."""
     config = getattr(model, "config", None)
     attention = getattr(config, "_attn_implementation", None)
     name = type(model).__name__
     if getattr(config, "is_encoder_decoder", False):
         raise ConfigError(f"padding_free: {name} is an encoder-decoder model; padding-free SFT needs a causal LM")
-    if any(hasattr(p, "ds_id") for p in model.parameters()):  # ZeRO-3: no forward outside the engine
+    partitioned = any(hasattr(p, "ds_id") for p in model.parameters())  # ZeRO-3: no forward outside the engine
+    flash_on_cpu = str(attention).startswith("flash") and next(model.parameters()).device.type == "cpu"
+    if partitioned or flash_on_cpu:
         if attention not in PACKED_ATTENTION:
             raise ConfigError(f"padding_free: attn_implementation={attention!r} of {name} is not one that reads "
                               f"packed boundaries ({', '.join(PACKED_ATTENTION)})")
