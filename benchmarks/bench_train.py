@@ -3,6 +3,11 @@
 Sections (run all by default, or pick with --sections):
   sft       median optimizer-step time of BucketSFTTrainer (bucket-normalized loss + DRO + per-bucket logging)
             over TRL's SFTTrainer, same model, same batches (sequential sampler), >= 20 steps; target ratio <= 1.05
+  padding_free  real tokens/s of the same batches padded and padding-free (TRL's padding_free collator; attention
+            sdpa with its block-diagonal mask, and sdpa_varlen) for plain SFT (TRL's SFTTrainer) and Bucket-SFT
+            (BucketSFTTrainer, normalized loss + DRO): same examples in the same order (sequential sampler),
+            alternating rounds, with each run's mean train loss (the same training); target: padding-free
+            Bucket-SFT >= 1.5x the tokens/s of padded
   generate  batched generation tokens/s against one prompt at a time (same prompts, same decoding); target >= 4x
   hdpo      median optimizer-step time of HDPOTrainer (pair weights + expected-distance regularizer + anchor) over
             TRL's DPOTrainer, same model, same batches, reference log-probs precomputed in both, >= 20 steps; target
@@ -12,6 +17,7 @@ Usage:
   python benchmarks/bench_train.py                       # tiny model, synthetic or bundled data, CPU
   python benchmarks/bench_train.py --model runs/tiny-base --data runs/data
   python benchmarks/bench_train.py --preset gpu          # larger model/batches for a GPU
+  python benchmarks/bench_train.py --sections padding_free --data runs/data   # bundled data: real length variance
 """
 
 from __future__ import annotations
@@ -114,7 +120,8 @@ def bench_sft(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]
     from polyalign.models.loading import load_tokenizer
     from polyalign.train.bucket_sft_config import BucketSFTConfig
     from polyalign.train.bucket_trainer import BucketSFTTrainer
-    from polyalign.train.examples import build_sft_examples, bucket_vocabulary, random_subset
+    from polyalign.data.stratify import random_subset
+    from polyalign.train.examples import build_sft_examples, bucket_vocabulary
 
     tokenizer = load_tokenizer(setup["model_dir"], padding_side="right")
     records = random_subset(setup["train"], args.batch * (args.steps + 2), args.seed)
@@ -163,13 +170,110 @@ def bench_sft(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]
             "train_tokens_per_s_bucket": round(tokens / (ours_med * args.steps), 1), "target": "ratio <= 1.05"}
 
 
+# ---- padded vs padding-free tokens/s ------------------------------------------------------------------------
+@section("padding_free")
+def bench_padding_free(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]:
+    """Tokens/s (real tokens, no padding) of the same batches padded and padding-free, SFT and Bucket-SFT."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from polyalign.models.loading import load_tokenizer
+    from polyalign.train.bucket_sft_config import BucketSFTConfig
+    from polyalign.train.bucket_trainer import BucketSFTTrainer
+    from polyalign.train.end_of_turn import EndOfTurnLabelsMixin
+    from polyalign.data.stratify import random_subset
+    from polyalign.train.examples import build_sft_examples, bucket_vocabulary
+    from polyalign.train.run import quiet_console_logs
+
+    tokenizer = load_tokenizer(setup["model_dir"], padding_side="right")
+    records = random_subset(setup["train"], args.batch * (args.steps + 2), args.seed)
+    names = bucket_vocabulary(setup["train"])
+    examples, _ = build_sft_examples(records, tokenizer, {b: i for i, b in enumerate(names)},
+                                     max_length=args.max_length)
+    ours_ds = Dataset.from_list(examples)
+    trl_ds = ours_ds.remove_columns(["bucket_id", "bucket_index"])
+    trl_cls = type("TRLSFTTrainer", (EndOfTurnLabelsMixin, SFTTrainer), {})  # our label rule, TRL's trainer
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    balance = {"bucket_balance": True, "bucket_temperature": None, "dro": True, "dro_eta": 0.1}
+
+    import polyalign.train.varlen_attention  # noqa: F401  (registers attn_implementation="sdpa_varlen")
+
+    def run(kind: str, padding_free: bool, attention: str) -> dict[str, Any]:
+        model = AutoModelForCausalLM.from_pretrained(setup["model_dir"], attn_implementation=attention)
+        common = dict(output_dir=str(Path(args.workdir) / f"pf-{kind}-{padding_free}"), bf16=bf16,
+                      gradient_checkpointing=False, save_strategy="no", report_to="none", learning_rate=1e-4,
+                      per_device_train_batch_size=args.batch, max_steps=args.steps, logging_steps=1,
+                      disable_tqdm=True, seed=args.seed, train_sampling_strategy="sequential",
+                      dataloader_pin_memory=torch.cuda.is_available(), padding_free=padding_free)
+        common["output_dir"] += f"-{attention}"
+        interval = StepIntervalTimer()
+        if kind == "sft":  # TRL refuses padding_free with max_length (the examples are fitted already): None in both
+            trainer = trl_cls(model=model, args=SFTConfig(**common, max_length=None), train_dataset=trl_ds,
+                              processing_class=tokenizer, callbacks=[interval])
+        else:
+            trainer = BucketSFTTrainer(model=model, args=BucketSFTConfig(**balance, **common,
+                                                                         max_length=args.max_length),
+                                       train_dataset=ours_ds, processing_class=tokenizer, callbacks=[interval],
+                                       bucket_names=names)
+        quiet_console_logs(trainer)
+        trainer.train()
+        lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
+        step_tokens = [sum(lengths[i * args.batch:(i + 1) * args.batch]) for i in range(args.steps)]
+        step_widths = [args.batch * max(lengths[i * args.batch:(i + 1) * args.batch]) for i in range(args.steps)]
+        timed = slice(args.warmup, args.steps)
+        seconds = sum(interval.times[timed])
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        return {"tokens_per_s": sum(step_tokens[timed]) / seconds, "seconds": seconds,
+                "tokens": sum(step_tokens[timed]), "padded_tokens": sum(step_widths[timed]),
+                "mean_loss": statistics.fmean(losses), "losses": losses}
+
+    # padded (sdpa), padding-free with sdpa's block-diagonal mask, padding-free example by example (sdpa_varlen);
+    # on a GPU with flash-attn installed, add flash_attention_2 here
+    variants = (("padded", False, "sdpa"), ("padding-free sdpa", True, "sdpa"),
+                ("padding-free sdpa_varlen", True, "sdpa_varlen"))
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for _ in range(args.rounds):  # alternate to spread machine noise over every variant
+        for kind in ("sft", "bucket_sft"):
+            for name, padding_free, attention in variants:
+                results.setdefault((kind, name), []).append(run(kind, padding_free, attention))
+    rows, out = [], {}
+    for kind, label in (("sft", "SFT (TRL SFTTrainer)"), ("bucket_sft", "Bucket-SFT (normalized + DRO)")):
+        padded = results[(kind, "padded")]
+        tps_padded = statistics.median(r["tokens_per_s"] for r in padded)
+        out[kind] = {"padded_tokens_per_s": round(tps_padded, 1), "mean_loss_padded": round(padded[0]["mean_loss"], 5)}
+        rows.append((label, "padded", tps_padded, 1.0, padded[0]["mean_loss"], 0.0))
+        for name, _, _ in variants[1:]:
+            packed = results[(kind, name)]
+            tps = statistics.median(r["tokens_per_s"] for r in packed)
+            gap = max(abs(a - b) for a, b in zip(padded[0]["losses"], packed[0]["losses"]))
+            out[kind][name] = {"tokens_per_s": round(tps, 1), "ratio_over_padded": round(tps / tps_padded, 3),
+                               "per_round_ratio": [round(b["tokens_per_s"] / a["tokens_per_s"], 3)
+                                                   for a, b in zip(padded, packed)],
+                               "mean_loss": round(packed[0]["mean_loss"], 5), "max_step_loss_gap": float(f"{gap:.3g}")}
+            rows.append((label, name, tps, tps / tps_padded, packed[0]["mean_loss"], gap))
+    first = results[("bucket_sft", "padded")][0]
+    print(f"\npadded vs padding-free, {args.steps - args.warmup} timed steps x batch {args.batch}, max_length "
+          f"{args.max_length}, {args.rounds} alternating rounds; real tokens are "
+          f"{first['tokens'] / first['padded_tokens']:.0%} of the padded batches; load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{'trainer':<31} {'batches':<25} {'tokens/s':>9} {'vs padded':>10} {'mean loss':>10} "
+          f"{'max step loss gap':>18}")
+    for label, name, tps, ratio, loss, gap in rows:
+        print(f"{label:<31} {name:<25} {tps:>9.1f} {ratio:>9.2f}x {loss:>10.5f} {gap:>18.2g}")
+    return {**out, "steps_timed": args.steps - args.warmup, "rounds": args.rounds, "batch": args.batch,
+            "max_length": args.max_length, "real_token_fraction": round(first["tokens"] / first["padded_tokens"], 4),
+            "target": "bucket_sft padding-free ratio >= 1.5"}
+
+
 # ---- generation throughput -----------------------------------------------------------------------------------
 @section("generate")
 def bench_generate(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]:
     from polyalign.generate import DecodingConfig, generate_texts, render_prompts
     from polyalign.models.chat import prompt_messages
     from polyalign.models.loading import load_causal_lm, load_tokenizer
-    from polyalign.train.examples import random_subset
+    from polyalign.data.stratify import random_subset
 
     tokenizer = load_tokenizer(setup["model_dir"])
     model = load_causal_lm(setup["model_dir"])

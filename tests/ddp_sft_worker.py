@@ -2,7 +2,7 @@
 `accelerate launch --multi_gpu --num_processes 2` with ACCELERATE_USE_CPU=1 (gloo). Rank 0 writes the losses, grad
 norms, final DRO weights and final parameters to OUT.
 
-usage: python tests/ddp_sft_worker.py MODEL_DIR OUT_JSON MICRO_BATCH GRAD_ACCUM STEPS
+usage: python tests/ddp_sft_worker.py MODEL_DIR OUT_JSON MICRO_BATCH GRAD_ACCUM STEPS [PADDING_FREE (0/1)]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ torch.set_num_threads(1)
 
 def main() -> None:
     model_dir, out, micro, accumulation, steps = sys.argv[1], Path(sys.argv[2]), *map(int, sys.argv[3:6])
+    padding_free = len(sys.argv) > 6 and sys.argv[6] == "1"
     from datasets import Dataset
     from records_factory import make_records
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -36,7 +37,8 @@ def main() -> None:
         save_strategy="no", report_to="none", max_length=96, learning_rate=5e-3, disable_tqdm=True, logging_steps=1,
         seed=0, per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation, max_steps=steps,
         dataloader_pin_memory=False, ddp_find_unused_parameters=False, max_grad_norm=1.0,
-        bucket_balance=True, bucket_temperature=2.0, bucket_normalize=True, dro=True, dro_eta=0.5)
+        bucket_balance=True, bucket_temperature=2.0, bucket_normalize=True, dro=True, dro_eta=0.5,
+        padding_free=padding_free)
     trainer = BucketSFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(model_dir), args=args, train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer, bucket_names=names)
@@ -45,7 +47,7 @@ def main() -> None:
         logs = [h for h in trainer.state.log_history if "loss" in h]
         params = torch.cat([p.detach().reshape(-1) for p in trainer.accelerator.unwrap_model(trainer.model).parameters()])
         out.write_text(json.dumps({
-            "world_size": trainer.accelerator.num_processes,
+            "world_size": trainer.accelerator.num_processes, "padding_free": trainer.padding_free,
             "loss": [h["loss"] for h in logs], "grad_norm": [h["grad_norm"] for h in logs],
             "dro_weights": trainer.dro_weights.tolist(), "params": params[:: max(1, params.numel() // 4000)].tolist(),
         }))

@@ -7,6 +7,8 @@ Modules (import them directly; this package imports nothing heavy):
 - `hdpo_loss`         the HDPO loss (settings as plain numbers), REINFORCE term
 - `global_batch`      GlobalBatchStatsMixin: statistics of a whole optimizer step (all micro-batches and ranks)
 - `columns`           extra per-example columns through TRL's collators into compute_loss
+- `padding_free`      padding-free SFT batches: the packed-attention check, TRL's truncation rule
+- `varlen_attention`  attn_implementation="sdpa_varlen": packed rows example by example
 - `bucket_log`        per-bucket loss accumulation, summaries and bucket_losses.jsonl
 - `examples`          records → TRL prompt-completion examples fitted to a token budget
 - `options`           trainer options declared once on a TRL config; the YAML sections built from them

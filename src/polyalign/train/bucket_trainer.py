@@ -10,6 +10,11 @@ The math lives in pure modules (sampler.py, sft_loss.py); this class only moves 
 - `log` → per-bucket losses (gathered over ranks) into the trainer's logs and `bucket_losses.jsonl`.
 
 With balancing off this trainer is plain SFT: default sampler, TRL's loss, same everything else.
+
+Padding-free (`padding_free=True`, TRL's own option, without packing): TRL's collator concatenates each batch's
+examples into one row with restarting position ids, and the bucket column comes along per token ([1, seq]), so the
+per-bucket loss, its global normalizer and the logs are the same as for the padded batch (padding_free.py checks
+that the model keeps packed examples apart). Packing across the dataset stays refused: the sampler draws examples.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from .end_of_turn import EndOfTurnLabelsMixin
 from .columns import ExtraColumnsMixin, pop_extra_columns
 from .global_batch import GlobalBatchStatsMixin
 from .options import require_config
+from .padding_free import PaddingFreeTruncationMixin, check_packed_attention
 from .sampler import BucketTemperatureSampler
 from .sft_loss import bucket_loss_sums, bucket_means, bucket_normalized_loss, bucket_token_counts, \
     bucket_weights, dro_loss_weights, dro_update
@@ -40,7 +46,7 @@ BUCKET_COLUMN = "bucket_index"
 
 
 class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin, EndOfTurnLabelsMixin,
-                       SFTTrainer):
+                       PaddingFreeTruncationMixin, SFTTrainer):
     """SFTTrainer with Bucket-Aware SFT, set by its `BucketSFTConfig` (`args`). Datasets need an int column
     `bucket_index` (index into `bucket_names`)."""
 
@@ -52,15 +58,26 @@ class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin
         self.num_buckets = len(self.bucket_names)
         if self.num_buckets == 0:
             raise ConfigError("bucket_names is empty")
-        require_config(type(self), BucketSFTConfig, args, kwargs)
+        config = require_config(type(self), BucketSFTConfig, args, kwargs)
         _check_bucket_column(kwargs.get("train_dataset"), "train", self.num_buckets)
         eval_ds = kwargs.get("eval_dataset")
         for name, ds in (eval_ds.items() if isinstance(eval_ds, dict) else [("eval", eval_ds)]):
             if ds is not None:
                 _check_bucket_column(ds, name, self.num_buckets)
-        super().__init__(*args, **kwargs)
+        # TRL refuses padding_free + max_length without packing; the examples are truncated by TRL's rule instead
+        fit_length = config.max_length if config.padding_free and not config.packing else None
+        self._padding_free_max_length = fit_length
+        if fit_length is not None:
+            config.max_length = None
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            if fit_length is not None:
+                config.max_length = fit_length
         self._check_supported()
-        self._wrap_collator_for_extra_columns()
+        if self.padding_free:
+            self.packed_attention_gap = check_packed_attention(self.model)
+        self._wrap_collator_for_extra_columns(per_token=self.padding_free)
         # Bucket-normalized: each micro-batch returns its share of the step loss (already scaled for GA).
         # Token mean: leave the decision to the Trainer exactly as for TRL's SFTTrainer.
         self.loss_is_scaled_for_ga = True if self.args.normalized_loss else None
@@ -75,8 +92,9 @@ class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin
     # ---- checks ---------------------------------------------------------------------------------------------
     def _check_supported(self) -> None:
         problems = []
-        if self.args.packing or self.padding_free:
-            problems.append("packing/padding_free (examples must keep their own bucket)")
+        if self.args.packing:
+            problems.append("packing (the sampler draws examples, so each keeps its own bucket; "
+                            "use padding_free without packing)")
         if self.args.loss_type != "nll":
             problems.append(f"loss_type={self.args.loss_type!r}")
         if self.label_smoother is not None:
@@ -108,7 +126,8 @@ class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin
         tokens = torch.zeros(self.num_buckets, device=device)
         for batch in batch_samples:
             mask = batch["labels"][..., 1:] != -100  # next-token labels, as the fused LM head scores them
-            tokens += bucket_token_counts(batch[BUCKET_COLUMN].to(device), mask, self.num_buckets)
+            tokens += bucket_token_counts(next_token_buckets(batch[BUCKET_COLUMN]).to(device), mask,
+                                          self.num_buckets)
         stats = {"bucket_tokens": tokens}
         if self.args.dro_active:
             sums, counts = self._step_losses.take()
@@ -142,7 +161,7 @@ class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin
         extra = pop_extra_columns(inputs, self.extra_columns)
         if BUCKET_COLUMN not in extra:
             raise ConfigError(f"the batch has no '{BUCKET_COLUMN}' column: it was lost before compute_loss")
-        buckets = extra[BUCKET_COLUMN]
+        buckets = next_token_buckets(extra[BUCKET_COLUMN])
         inputs["use_cache"] = False
         outputs = model(**inputs, fused_lm_head=True)
         per_token_loss = -outputs.log_probs  # zero on ignored positions
@@ -182,8 +201,10 @@ class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin
         self._metrics[mode]["entropy"].append((entropy_sum / num_valid).item() if num_valid > 0 else 0.0)
         self._metrics[mode]["mean_token_accuracy"].append(
             (num_correct / num_valid).item() if num_valid > 0 else 0.0)
-        if mode == "train":
-            self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item() // self._tp_size
+        if mode == "train":  # padding-free: the packed row's length, as TRL counts it
+            local = inputs["attention_mask"].sum() if "attention_mask" in inputs else \
+                torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
+            self._total_train_tokens += gather(local).sum().item() // self._tp_size
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
     # ---- checkpoints: the DRO state travels with them --------------------------------------------------------
@@ -237,6 +258,12 @@ class BucketSFTTrainer(EvalPrefixMixin, GlobalBatchStatsMixin, ExtraColumnsMixin
                                   split=split, summary=summary,
                                   extra=extra)
         super().log(logs, start_time)
+
+
+def next_token_buckets(buckets: torch.Tensor) -> torch.Tensor:
+    """The bucket of each scored position: a [batch] vector of example buckets as is; per-token buckets
+    [batch, seq] (a padding-free row) shifted like the next-token labels, [batch, seq - 1]."""
+    return buckets[..., 1:] if buckets.dim() == 2 else buckets
 
 
 def _check_bucket_column(dataset: Any, name: str, num_buckets: int) -> None:

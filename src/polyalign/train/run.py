@@ -38,6 +38,7 @@ from ..errors import ConfigError
 from ..io import atomic_path, make_manifest, read_json, read_jsonl, sha256_json, sha256_tree, write_json, write_jsonl
 from ..models.loading import load_causal_lm, load_tokenizer
 from ..models.tiny import fix_tokenizer_config
+from . import varlen_attention  # noqa: F401  (registers attn_implementation="sdpa_varlen")
 
 
 class LoraSection(StrictModel):
@@ -82,6 +83,7 @@ class TrainingRun:
     resume: bool = True
     resume_from: str | None = None  # a checkpoint to start from when the work folder has none
     model_dtype: str = "float32"
+    attn_implementation: str | None = None  # e.g. flash_attention_2; None: transformers' default (sdpa)
     lora: LoraSection | None = None
     log_file: str | None = None  # the trainer's per-bucket log in the work folder (trimmed on resume, saved)
 
@@ -98,7 +100,8 @@ def run_training(run: TrainingRun, *, log: Callable[..., Any] | None = None) -> 
     work = work_dir(run.output_dir)
     checkpoint = resume_point(work, run, state, say)
     say("loading the model")
-    model = load_causal_lm(run.model_source, dtype=run.model_dtype, device="cpu")
+    attention = {"attn_implementation": run.attn_implementation} if run.attn_implementation else {}
+    model = load_causal_lm(run.model_source, dtype=run.model_dtype, device="cpu", **attention)
     model.train()
     trainer = run.build_trainer(TrainerParts(model=model, peft_config=lora_config(run.lora), work=work, state=state))
     quiet_console_logs(trainer)

@@ -181,6 +181,7 @@ def run_sft(config: SFTRunConfig, *, callbacks: list[Any] | None = None, log: An
         config=config.model_dump(), seed=config.seed, tokenizer=tokenizer, build_trainer=build, summarize=summarize,
         inputs=lambda: sft_inputs(config, data_dir), started=started, resume=config.resume,
         resume_from=config.training.get("resume_from_checkpoint"), model_dtype=config.model_dtype,
+        attn_implementation=(config.training.get("model_init_kwargs") or {}).get("attn_implementation"),
         lora=config.lora, log_file=BucketLossLog.FILENAME), log=say)
 
 
