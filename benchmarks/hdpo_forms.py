@@ -71,7 +71,7 @@ def gradient_shares(args: argparse.Namespace, policy_dir: str, form: str, n_batc
 
     from polyalign.models.loading import load_tokenizer
     from polyalign.pairs import load_pairs
-    from polyalign.train.examples import random_subset
+    from polyalign.data.stratify import random_subset
     from polyalign.train.hdpo import build_pair_examples
     from polyalign.train.hdpo_config import HDPOConfig
     from polyalign.train.hdpo_trainer import HDPOTrainer
