@@ -60,7 +60,7 @@ def _extras() -> dict[str, list[str]]:
                                                {"role": "assistant", "content": "c"}]}
     kd_copy = {**_line(kd, 3), "id": "kd-copy"}
     return {"en_dolly": [json.dumps(o, ensure_ascii=False) for o in (*dup, same_id, bad_role)] + ['{"id": "x"'],
-            "en_xquad": [json.dumps(kd_copy, ensure_ascii=False)]}
+            "zh_crosswoz": [json.dumps(kd_copy, ensure_ascii=False)]}
 
 
 def _assert_same_build(a: Path, b: Path) -> None:
@@ -85,11 +85,11 @@ def _assert_same_build(a: Path, b: Path) -> None:
 
 @pytest.mark.parametrize("skip", [False, True], ids=["strict", "skip_invalid"])
 def test_stream_equals_memory(tmp_path: Path, skip: bool) -> None:
-    extras = _extras() if skip else {"en_dolly": _extras()["en_dolly"][:5], "en_xquad": _extras()["en_xquad"]}
+    extras = _extras() if skip else {"en_dolly": _extras()["en_dolly"][:5], "zh_crosswoz": _extras()["zh_crosswoz"]}
     cfg = load_data_config(_slice_config(tmp_path, extra_lines=extras, skip=skip, fixed="zh_drcd"))
     mem = build_dataset(cfg, tmp_path / "mem", progress=False, engine="memory")
     st = build_dataset(cfg, tmp_path / "st", progress=False, engine="stream", num_proc=2)
-    assert mem["duplicates_removed"] >= 5 and (mem["invalid"] == 3 if skip else mem["invalid"] == 0)
+    assert mem["duplicates_removed"] >= 6 and (mem["invalid"] >= 3 if skip else mem["invalid"] == 0), mem
     for key in set(mem) - {"out_dir", "wall_time_s", "timings", "engine", "num_proc"}:
         assert st[key] == mem[key], key
     _assert_same_build(tmp_path / "mem", tmp_path / "st")
@@ -125,16 +125,17 @@ def _big_file(tmp: Path, n: int, bad_at: int, bad: str) -> Path:
 
 @pytest.mark.parametrize("bad, field", [
     ('{"id": "bad", "messages": [{"role": "user", "content": "hi"}', None),
-    (json.dumps({"id": "bad", "messages": [{"role": "user", "content": "q?"}, {"role": "assistant", "content": 7}]}),
-     "messages[1].content"),
+    pytest.param(json.dumps({"id": "bad", "messages": [{"role": "user", "content": "q?"},
+                                                       {"role": "assistant", "content": 7}]}),
+                 "messages[1].content", marks=pytest.mark.slow),  # every item is normalized: ~20 s on 2 cores
 ], ids=["malformed_json", "wrong_type"])
 def test_bad_line_deep_in_large_file_num_proc_2(tmp_path: Path, bad: str, field: str | None) -> None:
-    cfg = load_data_config(_big_file(tmp_path, 4000, 3817, bad))
+    cfg = load_data_config(_big_file(tmp_path, 3000, 2817, bad))
     out = tmp_path / "out"
     with pytest.raises(InputError) as info:
         build_dataset(cfg, out, progress=False, engine="stream", num_proc=2)
     err = info.value
-    assert err.file == str(tmp_path / "big.jsonl") and err.line == 3817 and err.field == field, str(err)
+    assert err.file == str(tmp_path / "big.jsonl") and err.line == 2817 and err.field == field, str(err)
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.jsonl", "data.yaml"]  # no temporary folder left
 

@@ -25,7 +25,7 @@ from .schema import SPLITS, Record
 from .sources import DataConfig
 from .splits import assign_split, split_key
 
-ITEM, ERROR, FILTERED = 0, 1, 2  # raw row kinds; output rows use the same codes as their `status`
+ITEM, ERROR, FILTERED, END = 0, 1, 2, 3  # raw row kinds (output rows use the first three as `status`)
 KEY_SEP = "\x1f"  # joins the bucket-key values of a record (record values never contain it after normalization)
 _HEAD_FIELDS = tuple(f for f in Record.__dataclass_fields__)[:list(Record.__dataclass_fields__).index("bucket_id")]
 _TAIL_FIELDS = tuple(f for f in Record.__dataclass_fields__)[len(_HEAD_FIELDS) + 1:]
@@ -85,6 +85,7 @@ def read_items(config: DataConfig, strict: bool) -> Iterator[dict[str, Any]]:
             else:
                 row["payload"] = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
             yield row
+    yield {**dict.fromkeys(raw_features()), "seq": seq, "src": -1, "kind": END}  # never an empty dataset
 
 
 def _dumps(obj: Any) -> str:
@@ -127,6 +128,8 @@ def normalize_batch(batch: Mapping[str, list], *, config: DataConfig, fixed: Map
         if kind == ERROR:
             emit(seq=seq, src=src, status=ERROR, reason=batch["reason"][i], message=batch["message"][i],
                  efield=batch["efield"][i], **where)
+            continue
+        if kind == END:
             continue
         if kind == FILTERED:
             emit(seq=seq, src=src, status=FILTERED, reason=batch["reason"][i], **where)
