@@ -4,7 +4,9 @@ The enlarged corpus is made here: copy k of every line (k = 0 is the line as it 
 id and to meta.tree_id, and ` (k)` to its first user turn, so that no copy deduplicates against another and
 OASST trees stay apart (passage-grouped QA copies share their passage's split group). Each build runs in its
 own process; peak RSS is sampled (every 0.2 s) over that process and its worker processes (sum over the
-tree, and the largest single process), next to ru_maxrss of the build process and of its reaped workers.
+tree, its anonymous part (RssAnon, without the file-backed pages of memory-mapped Arrow files), the build
+process alone, the largest single process), next to ru_maxrss of the build process and of its reaped workers;
+all in MiB.
 
 Usage:
   python benchmarks/bench_data.py [--scales 1,10,100] [--engines stream,memory] [--memory-scales 1,10]
@@ -75,22 +77,33 @@ def enlarge(scale: int, out: Path) -> Path:
     return path
 
 
+def _rss_anon(pid: int) -> int:
+    """Anonymous resident memory of a process in bytes (RssAnon; RSS minus file-backed and shared pages)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def run_build(config: Path, out: Path, engine: str, num_proc: int) -> dict:
     """One build in a fresh process, its RSS tree sampled until it exits."""
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(config), str(out), engine, str(num_proc)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     root = psutil.Process(proc.pid)
-    peak_tree = peak_one = 0
+    peak_tree = peak_one = peak_anon = peak_main = 0
     while proc.poll() is None:
         try:
             procs = [root, *root.children(recursive=True)]
-            rss = []
+            rss, anon = [], []
             for p in procs:
                 try:
                     rss.append(p.memory_info().rss)
-                except psutil.Error:
+                    anon.append(_rss_anon(p.pid))
+                except (psutil.Error, OSError):
                     pass
             peak_tree, peak_one = max(peak_tree, sum(rss)), max(peak_one, max(rss, default=0))
+            peak_anon, peak_main = max(peak_anon, sum(anon)), max(peak_main, rss[0] if rss else 0)
         except psutil.Error:
             pass
         time.sleep(0.2)
@@ -98,7 +111,8 @@ def run_build(config: Path, out: Path, engine: str, num_proc: int) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"build failed ({engine}, {config}):\n{stderr[-3000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
-    result.update(peak_tree_mib=peak_tree / 2**20, peak_one_mib=peak_one / 2**20)
+    result.update(peak_tree_mib=peak_tree / 2**20, peak_one_mib=peak_one / 2**20, peak_anon_mib=peak_anon / 2**20,
+                  peak_main_mib=peak_main / 2**20)
     return result
 
 
@@ -135,11 +149,13 @@ def main() -> None:
         shutil.rmtree(args.workdir, ignore_errors=True)
     print()
     print(f"{'scale':>6} {'engine':>7} {'num_proc':>8} {'records':>9} {'wall s':>8} {'s/1k rec':>8} "
-          f"{'RSS tree MiB':>12} {'RSS max1 MiB':>12} {'maxrss self':>11} {'maxrss kids':>11}")
+          f"{'RSS tree MiB':>12} {'anon tree':>9} {'RSS main':>8} {'RSS max1':>8} {'maxrss self':>11} "
+          f"{'maxrss kids':>11}")
     for scale, engine, r in rows:
         n_proc = args.num_proc if engine == "stream" else 1
         print(f"{'x' + str(scale):>6} {engine:>7} {n_proc:>8} {r['records']:>9} {r['wall']:>8.1f} "
-              f"{1000 * r['wall'] / r['records']:>8.3f} {r['peak_tree_mib']:>12.0f} {r['peak_one_mib']:>12.0f} "
+              f"{1000 * r['wall'] / r['records']:>8.3f} {r['peak_tree_mib']:>12.0f} {r['peak_anon_mib']:>9.0f} "
+              f"{r['peak_main_mib']:>8.0f} {r['peak_one_mib']:>8.0f} "
               f"{r['self_maxrss_kib'] / 1024:>11.0f} {r['children_maxrss_kib'] / 1024:>11.0f}")
     walls = {(s, e): r["wall"] for s, e, r in rows}
     for engine in engines:

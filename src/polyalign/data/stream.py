@@ -39,7 +39,7 @@ from .schema import SPLITS
 from .sources import DataConfig
 from .stream_refs import write_references
 from .stream_rows import (ERROR, FILTERED, ITEM, KEY_SEP, fixed_splits, normalize_batch, out_features,
-                          raw_features, read_items, record_line)
+                          raw_features, read_items, record_line, unpack)
 
 MAX_ERROR_EXAMPLES = 5
 MAP_BATCH = 256  # items per map call (each call is one feature_matrix pass)
@@ -84,8 +84,8 @@ class _Index:
         cols = [*self.NUMERIC, *self.CODED, "reason", "message", "efile", "eline", "efield"]
         for batch in _iter_batches(files, cols):
             status = batch.column("status").to_numpy()
-            for name in self.NUMERIC:
-                parts[name].append(batch.column(name).to_numpy())
+            for name in self.NUMERIC:  # a copy: a zero-copy view would keep the whole batch's buffer alive
+                parts[name].append(batch.column(name).to_numpy().copy())
             for name in self.CODED:
                 parts[name].append(self.codes[name].encode(batch.column(name)))
             for k in np.flatnonzero(status != ITEM):
@@ -226,7 +226,7 @@ def _dedup(files: Sequence[str], ix: _Index, keep: np.ndarray) -> tuple[np.ndarr
     if shown:
         info = _strings(files, np.array([x for pair in shown for x in pair]), ["rid", "head"])
         for r, k in shown:
-            response = json.loads(info[int(r)]["head"] + "}")["response"]
+            response = json.loads(unpack(info[int(r)]["head"]) + "}")["response"]
             report["examples"].append({"removed": info[int(r)]["rid"], "removed_split": SPLITS[ix.split[r]],
                                        "kept": info[int(k)]["rid"], "kept_split": SPLITS[ix.split[k]],
                                        "response": response[:80]})
@@ -272,7 +272,8 @@ def _write_rows(files: Sequence[str], final: np.ndarray, merge_map: dict[str, st
             split = batch.column("split").to_numpy()
             bkey = batch.column("bkey").to_pylist()
             buckets = [bucket_of.get(k, k.replace(KEY_SEP, "|")) for k in bkey]
-            heads, tails = batch.column("head").to_pylist(), batch.column("tail").to_pylist()
+            heads = [unpack(b) for b in batch.column("head").to_pylist()]
+            tails = [unpack(b) for b in batch.column("tail").to_pylist()]
             feats = batch.column("feat").flatten().to_numpy().reshape(len(batch), len(FEATURE_NAMES))
             for code, name in enumerate(SPLITS):
                 sel = np.flatnonzero(split == code)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -45,10 +46,11 @@ def out_features() -> Any:
     from datasets import Features, List, Value
 
     strings = ("reason", "message", "efile", "efield", "rid", "conv", "skey", "language", "track", "family",
-               "bkey", "head", "tail")
+               "bkey")
     cols: dict[str, Any] = {"seq": Value("int64"), "src": Value("int32"), "status": Value("int8"),
                             "eline": Value("int64"), "split": Value("int8")}
     cols.update({name: Value("string") for name in strings})
+    cols.update({name: Value("binary") for name in ("head", "tail")})  # zlib-compressed (pack / unpack)
     cols.update({name: Value("int64") for name in ("id_h", "conv_h", "skey_h", "dup_a", "dup_b")})
     cols["feat"] = List(Value("float64"), length=len(FEATURE_NAMES))
     return Features(cols)
@@ -65,8 +67,9 @@ def _signed(hex16: str) -> int:
 
 
 def read_items(config: DataConfig, strict: bool) -> Iterator[dict[str, Any]]:
-    """One row per item of every source, in input order (the generator of Dataset.from_generator). Strict: stop
-    after the first read error (nothing after it can change which error is reported first)."""
+    """One row per item of every source, in input order (the generator of Dataset.from_generator); the item
+    pickled and zlib-compressed (the workers memory-map this file: its pages they touch count in their RSS).
+    Strict: stop after the first read error (nothing after it can change which error is reported first)."""
     seq = 0
     for src, source in enumerate(config.sources):
         for item in read_source(source):
@@ -83,7 +86,7 @@ def read_items(config: DataConfig, strict: bool) -> Iterator[dict[str, Any]]:
             if isinstance(item, Filtered):
                 row.update(kind=FILTERED, reason=item.reason, efile=item.file, eline=item.line)
             else:
-                row["payload"] = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+                row["payload"] = zlib.compress(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL), 1)
             yield row
     yield {**dict.fromkeys(raw_features()), "seq": seq, "src": -1, "kind": END}  # never an empty dataset
 
@@ -98,6 +101,15 @@ def record_head_tail(record: Record) -> tuple[str, str]:
     head = _dumps({f: getattr(record, f) for f in _HEAD_FIELDS})[:-1]
     tail = _dumps({f: getattr(record, f) for f in _TAIL_FIELDS})[1:]
     return head, tail
+
+
+def pack(text: str) -> bytes:
+    """A long text as stored in the rows (zlib level 1: the record lines are most of the rows' bytes)."""
+    return zlib.compress(text.encode("utf-8"), 1)
+
+
+def unpack(data: bytes) -> str:
+    return zlib.decompress(data).decode("utf-8")
 
 
 def record_line(head: str, bucket_id: str, tail: str) -> str:
@@ -134,7 +146,7 @@ def normalize_batch(batch: Mapping[str, list], *, config: DataConfig, fixed: Map
         if kind == FILTERED:
             emit(seq=seq, src=src, status=FILTERED, reason=batch["reason"][i], **where)
             continue
-        item = pickle.loads(batch["payload"][i])
+        item = pickle.loads(zlib.decompress(batch["payload"][i]))
         source = config.sources[src]
         try:
             records = normalize_conversation(item, source, length_edges=config.length_edges,
@@ -155,8 +167,8 @@ def normalize_batch(batch: Mapping[str, list], *, config: DataConfig, fixed: Map
                              conv=r.conversation_id, skey=skey, language=r.language, track=r.track,
                              family=r.family, bkey=KEY_SEP.join(str(getattr(r, f)) for f in config.bucket_key),
                              split=SPLITS.index(r.split), id_h=hash64(r.id), conv_h=hash64(r.conversation_id),
-                             skey_h=hash64(skey), dup_a=_signed(dup[:16]), dup_b=_signed(dup[16:32]), head=head,
-                             tail=tail))
+                             skey_h=hash64(skey), dup_a=_signed(dup[:16]), dup_b=_signed(dup[16:32]), head=pack(head),
+                             tail=pack(tail)))
             texts.append(r.response)
             langs.append(r.language)
     zeros = [0.0] * len(FEATURE_NAMES)
