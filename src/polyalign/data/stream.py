@@ -43,6 +43,7 @@ from .stream_rows import (ERROR, FILTERED, ITEM, KEY_SEP, fixed_splits, normaliz
 
 MAX_ERROR_EXAMPLES = 5
 MAP_BATCH = 256  # items per map call (each call is one feature_matrix pass)
+ROW_GROUP = 65536  # rows per parquet row group of features/*.parquet
 
 
 def _iter_batches(files: Sequence[str], columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
@@ -76,27 +77,29 @@ class _Index:
     NUMERIC = ("seq", "src", "status", "split", "id_h", "conv_h", "skey_h", "dup_a", "dup_b")
     CODED = ("language", "track", "family", "bkey")
 
-    def __init__(self, files: Sequence[str]):
-        parts: dict[str, list[np.ndarray]] = defaultdict(list)
+    DTYPES = {"seq": np.int64, "src": np.int32, "status": np.int8, "split": np.int8}
+
+    def __init__(self, files: Sequence[str], n_rows: int):
         self.codes = {name: _Codes() for name in self.CODED}
         self.others: list[dict[str, Any]] = []  # invalid and filtered rows, with their row number
+        for name in (*self.NUMERIC, *self.CODED):  # preallocated: no per-batch pieces to concatenate
+            setattr(self, name, np.zeros(n_rows, self.DTYPES.get(name, np.int64 if name in self.NUMERIC
+                                                                  else np.int32)))
         row = 0
         cols = [*self.NUMERIC, *self.CODED, "reason", "message", "efile", "eline", "efield"]
         for batch in _iter_batches(files, cols):
+            stop = row + len(batch)
             status = batch.column("status").to_numpy()
-            for name in self.NUMERIC:  # a copy: a zero-copy view would keep the whole batch's buffer alive
-                parts[name].append(batch.column(name).to_numpy().copy())
+            for name in self.NUMERIC:  # copied out, so that no view keeps the batch's buffer alive
+                getattr(self, name)[row:stop] = batch.column(name).to_numpy()
             for name in self.CODED:
-                parts[name].append(self.codes[name].encode(batch.column(name)))
+                getattr(self, name)[row:stop] = self.codes[name].encode(batch.column(name))
             for k in np.flatnonzero(status != ITEM):
                 self.others.append({"row": row + int(k), **{c: batch.column(c)[int(k)].as_py() for c in
                                     ("seq", "src", "status", "reason", "message", "efile", "eline", "efield")}})
-            row += len(batch)
-        empty = {"seq": np.int64, "src": np.int32, "status": np.int8, "split": np.int8}
-        for name in (*self.NUMERIC, *self.CODED):
-            arrays = parts[name]
-            value = np.concatenate(arrays) if arrays else np.zeros(0, empty.get(name, np.int64 if name in self.NUMERIC else np.int32))
-            setattr(self, name, value)
+            row = stop
+        if row != n_rows:
+            raise RuntimeError(f"expected {n_rows} mapped rows, read {row}")
         self.n = row
 
 
@@ -259,6 +262,7 @@ def _write_rows(files: Sequence[str], final: np.ndarray, merge_map: dict[str, st
     fhs = {s: open(tmp / "records" / f"{s}.jsonl", "w", encoding="utf-8") for s in SPLITS}
     writers = {s: pq.ParquetWriter(tmp / "features" / f"{s}.parquet", schema) for s in SPLITS}
     n = dict.fromkeys(SPLITS, 0)
+    pending: dict[str, list[pa.Table]] = defaultdict(list)  # rows of each split not yet in a row group
     bucket_of = {KEY_SEP.join(k.split("|")): v for k, v in merge_map.items()}
     try:
         start = 0
@@ -283,8 +287,13 @@ def _write_rows(files: Sequence[str], final: np.ndarray, merge_map: dict[str, st
                 cols = [batch.column("rid").take(pa.array(sel)), pa.array([buckets[i] for i in sel], pa.string()),
                         batch.column("language").take(pa.array(sel))]
                 cols += [pa.array(feats[sel, j]) for j in range(len(FEATURE_NAMES))]
-                writers[name].write_table(pa.Table.from_arrays(cols, schema=schema))
+                pending[name].append(pa.Table.from_arrays(cols, schema=schema))
                 n[name] += len(sel)
+                if sum(len(t) for t in pending[name]) >= ROW_GROUP:
+                    writers[name].write_table(pa.concat_tables(pending.pop(name)))
+        for name, tables in pending.items():
+            if tables:
+                writers[name].write_table(pa.concat_tables(tables))
     finally:
         for fh in fhs.values():
             fh.close()
@@ -293,8 +302,9 @@ def _write_rows(files: Sequence[str], final: np.ndarray, merge_map: dict[str, st
     return n
 
 
-def _map_rows(config: DataConfig, work: Path, strict: bool, num_proc: int, progress: bool) -> list[str]:
-    """Steps 1-2: the sources as Arrow rows, then normalized + featurized rows; returns the Arrow files."""
+def _map_rows(config: DataConfig, work: Path, strict: bool, num_proc: int,
+              progress: bool) -> tuple[list[str], int]:
+    """Steps 1-2: the sources as Arrow rows, then normalized + featurized rows: (Arrow files, rows)."""
     import datasets
 
     was_disabled = datasets.utils.logging.is_progress_bar_enabled() is False
@@ -307,9 +317,9 @@ def _map_rows(config: DataConfig, work: Path, strict: bool, num_proc: int, progr
                          else None, fn_kwargs={"config": config, "fixed": fixed_splits(config)},
                          remove_columns=raw.column_names, features=out_features(),
                          cache_file_name=str(work / "mapped.arrow"), desc="normalize + features")
-        files = [f["filename"] for f in mapped.cache_files]
+        files, n_rows = [f["filename"] for f in mapped.cache_files], mapped.num_rows
         del raw, mapped
-        return files
+        return files, n_rows
     finally:
         if not progress and not was_disabled:
             datasets.enable_progress_bars()
@@ -326,10 +336,10 @@ def build_streaming(config: DataConfig, out_dir: str | Path, *, skip: bool, prog
     with atomic_path(out_dir) as tmp:
         work = tmp.parent / "work"
         t0 = time.time()
-        files = _map_rows(config, work, not skip, num_proc, progress)
+        files, n_rows = _map_rows(config, work, not skip, num_proc, progress)
         timings["read_normalize_features_s"] = time.time() - t0
         t0 = time.time()
-        ix = _Index(files)
+        ix = _Index(files, n_rows)
         valid = ix.status == ITEM
         first_bad = None if skip else _first_invalid(ix)
         if first_bad is not None:  # strict: a duplicate id before it is reported first, else it

@@ -24,7 +24,7 @@ from ..io import atomic_path
 from .references import (FORMAT, IQR_TO_SIGMA, QUANTILE_LEVELS, BucketReference, bucket_dict,
                          covariance_from_moments)
 
-CHUNK_ROWS = 65536
+CHUNK_ROWS = 16384  # rows per covariance chunk: about 4 x 7 MB of temporary arrays
 
 
 def _bucket_codes(pf: pq.ParquetFile) -> tuple[np.ndarray, list[str]]:
