@@ -162,3 +162,14 @@ def test_ledoit_wolf_from_moments_matches_sklearn(n: int, f: int, constant: bool
     zs = (x - x.mean(axis=0)) / unit
     got = covariance_from_moments(zs.T @ zs, (zs * zs).T @ (zs * zs), n, std, scale)
     np.testing.assert_allclose(got, shrunk_covariance(x, scale), rtol=1e-9, atol=1e-12)
+
+
+def test_reader_error_is_not_wrapped_by_datasets(tmp_path: Path) -> None:
+    """An InputError the reader raises inside Dataset.from_generator reaches the caller as itself."""
+    (tmp_path / "empty").mkdir()
+    cfg = tmp_path / "data.yaml"
+    cfg.write_text(yaml.safe_dump({"sources": [{"name": "s", "path": str(tmp_path / "empty"), "format": "messages",
+                                                "language": "en"}]}))
+    with pytest.raises(InputError, match="folder holds no .jsonl or .json files") as info:
+        build_dataset(load_data_config(cfg), tmp_path / "out", progress=False, engine="stream")
+    assert info.value.file == str(tmp_path / "empty") and not (tmp_path / "out").exists()

@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import InputError
+from ..errors import InputError, PolyAlignError
 from ..io import atomic_path, make_manifest, write_json
 from .buckets import plan_from_counts, table_from_counts
 from .dedup import MAX_EXAMPLES, SPLIT_PRIORITY
@@ -311,18 +311,38 @@ def _map_rows(config: DataConfig, work: Path, strict: bool, num_proc: int,
     if not progress:
         datasets.disable_progress_bars()
     try:
-        raw = datasets.Dataset.from_generator(read_items, gen_kwargs={"config": config, "strict": strict},
-                                              features=raw_features(), cache_dir=str(work / "hf"))
-        mapped = raw.map(normalize_batch, batched=True, batch_size=MAP_BATCH, num_proc=num_proc if num_proc > 1
-                         else None, fn_kwargs={"config": config, "fixed": fixed_splits(config)},
-                         remove_columns=raw.column_names, features=out_features(),
-                         cache_file_name=str(work / "mapped.arrow"), desc="normalize + features")
-        files, n_rows = [f["filename"] for f in mapped.cache_files], mapped.num_rows
-        del raw, mapped
-        return files, n_rows
+        return _run_map(datasets, config, work, strict, num_proc)
+    except Exception as exc:  # datasets wraps what the reader raised (e.g. DatasetGenerationError): unwrap ours
+        ours = _ours(exc)
+        if ours is exc:
+            raise
+        raise ours from None
     finally:
         if not progress and not was_disabled:
             datasets.enable_progress_bars()
+
+
+def _ours(exc: BaseException) -> BaseException:
+    """The PolyAlignError or OSError that caused `exc` (raised in the reader or a worker), else `exc`."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (PolyAlignError, OSError)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return exc
+
+
+def _run_map(datasets: Any, config: DataConfig, work: Path, strict: bool, num_proc: int) -> tuple[list[str], int]:
+    """from_generator(read_items), then map(normalize_batch) with num_proc workers."""
+    raw = datasets.Dataset.from_generator(read_items, gen_kwargs={"config": config, "strict": strict},
+                                          features=raw_features(), cache_dir=str(work / "hf"))
+    mapped = raw.map(normalize_batch, batched=True, batch_size=MAP_BATCH, num_proc=num_proc if num_proc > 1
+                     else None, fn_kwargs={"config": config, "fixed": fixed_splits(config)},
+                     remove_columns=raw.column_names, features=out_features(),
+                     cache_file_name=str(work / "mapped.arrow"), desc="normalize + features")
+    files, n_rows = [f["filename"] for f in mapped.cache_files], mapped.num_rows
+    del raw, mapped
+    return files, n_rows
 
 
 def build_streaming(config: DataConfig, out_dir: str | Path, *, skip: bool, progress: bool, num_proc: int,
