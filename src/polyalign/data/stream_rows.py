@@ -14,7 +14,7 @@ import hashlib
 import json
 import pickle
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..errors import InputError
@@ -184,7 +184,3 @@ def fixed_splits(config: DataConfig) -> dict[str, str]:
     """Source name -> its fixed split, for the sources that have one."""
     return {s.name: s.split for s in config.sources if s.split}
 
-
-def split_names(codes: Sequence[int]) -> list[str]:
-    """Split codes (indices into SPLITS) -> names."""
-    return [SPLITS[c] for c in codes]
