@@ -39,7 +39,7 @@ test-all: $(STAMP) browser
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_features.py
-	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_data.py --scales 1,10   # add 100 for the x100 corpus (~4M records)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/bench_critic.py

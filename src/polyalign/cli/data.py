@@ -28,11 +28,17 @@ def build(config: Path = typer.Argument(..., help="data config YAML (see configs
           skip_invalid: bool = typer.Option(False, "--skip-invalid",
                                             help="skip and count invalid lines instead of stopping at the first"),
           seed: int | None = typer.Option(None, "--seed", help="override the config's split seed"),
+          engine: str = typer.Option("stream", "--engine",
+                                     help="stream (records never all in memory; Arrow files in the output's "
+                                          "temporary folder) or memory (the in-memory reference build); same "
+                                          "outputs"),
+          num_proc: int = typer.Option(1, "--num-proc", min=1,
+                                       help="worker processes for normalization and features (engine stream)"),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar")) -> None:
     """Read the sources of CONFIG, normalize, split by conversation, dedup, bucket, compute features and
     train-only references, and write them to --out.
 
-    Example: [bold]polyalign data build configs/data/bundled.yaml --out runs/data[/bold]
+    Example: [bold]polyalign data build configs/data/bundled.yaml --out runs/data --num-proc 2[/bold]
     """
     overrides: dict[str, Any] = {}
     if seed is not None:
@@ -40,7 +46,7 @@ def build(config: Path = typer.Argument(..., help="data config YAML (see configs
     if skip_invalid:
         overrides["skip_invalid"] = True
     cfg = load_data_config(config, overrides or None)
-    summary = build_dataset(cfg, out, progress=not quiet)
+    summary = build_dataset(cfg, out, progress=not quiet, engine=engine, num_proc=num_proc)
     print_bucket_table(out)
     print_summary(summary)
     print_warnings(summary.get("warnings", []))

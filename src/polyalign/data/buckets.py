@@ -12,7 +12,7 @@ records (the shorter one on ties). A merged segment is labelled by the bins it s
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .schema import SPLITS, Record
@@ -63,20 +63,28 @@ def merge_segments(train_counts: dict[str, int], bins: Sequence[str], labels: Se
 def plan_buckets(records: Sequence[Record], key: Sequence[str], labels: Sequence[str],
                  min_size: int) -> dict[str, Any]:
     """The merge plan: {"merge_map": {original bucket id: merged id}, "merges": [...], "below_min": [...]}."""
+    counts: Counter = Counter((key_values(r, key), r.split) for r in records)
+    return plan_from_counts(counts, key, labels, min_size)
+
+
+def plan_from_counts(counts: Mapping[tuple[tuple[str, ...], str], int], key: Sequence[str], labels: Sequence[str],
+                     min_size: int) -> dict[str, Any]:
+    """plan_buckets from record counts per (bucket-key values, split) (the streaming build's input)."""
     if LENGTH_FIELD not in key:
-        train = Counter(key_values(r, key) for r in records if r.split == "train")
-        present = {key_values(r, key) for r in records}
+        train = Counter({v: n for (v, split), n in counts.items() if split == "train"})
+        present = {v for (v, _), n in counts.items() if n}
         return {"merge_map": {"|".join(v): "|".join(v) for v in present}, "merges": [],
                 "below_min": sorted("|".join(v) for v in present if train[v] < min_size)}
     pos = list(key).index(LENGTH_FIELD)
     train_counts: dict[tuple, Counter] = defaultdict(Counter)
     present: dict[tuple, set[str]] = defaultdict(set)
-    for r in records:
-        values = key_values(r, key)
+    for (values, split), n in counts.items():
+        if not n:
+            continue
         group = _group_of(values, key)
         present[group].add(values[pos])
-        if r.split == "train":
-            train_counts[group][values[pos]] += 1
+        if split == "train":
+            train_counts[group][values[pos]] += n
     merge_map: dict[str, str] = {}
     merges: list[dict[str, Any]] = []
     below_min: list[str] = []
@@ -111,6 +119,12 @@ def bucket_table(records: Iterable[Record], plan: dict[str, Any], min_size: int)
     counts: dict[str, Counter] = defaultdict(Counter)
     for r in records:
         counts[r.bucket_id][r.split] += 1
+    return table_from_counts(counts, plan, min_size)
+
+
+def table_from_counts(counts: Mapping[str, Mapping[str, int]], plan: dict[str, Any],
+                      min_size: int) -> list[dict[str, Any]]:
+    """bucket_table from record counts per (merged) bucket id and split."""
     members: dict[str, list[str]] = defaultdict(list)
     for original, merged in plan["merge_map"].items():
         members[merged].append(original)

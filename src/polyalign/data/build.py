@@ -194,14 +194,28 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
     timings[key] = time.time() - t0
 
 
+ENGINES = ("stream", "memory")
+
+
 def build_dataset(config: DataConfig, out_dir: str | Path, *, skip_invalid: bool | None = None,
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool = True, engine: str = "stream", num_proc: int = 1) -> dict[str, Any]:
     """Build the data directory `out_dir` from `config` (source paths already resolved, see
-    load_data_config) and return a summary. Nothing is written unless the whole build succeeds."""
-    started = time.time()
+    load_data_config) and return a summary. Nothing is written unless the whole build succeeds.
+    engine "stream" (polyalign.data.stream, `num_proc` worker processes) or "memory" (every record held as a
+    Python object; the reference implementation): the same outputs."""
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown data build engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    if num_proc < 1:
+        raise ConfigError(f"num_proc must be >= 1, got {num_proc}")
     skip = config.skip_invalid if skip_invalid is None else skip_invalid
-    out_dir = Path(out_dir)
     _check_source_paths(config)
+    if engine == "stream":
+        from .stream import build_streaming
+
+        return build_streaming(config, out_dir, skip=skip, progress=progress, num_proc=num_proc,
+                               input_hashes=input_hashes(config))
+    started = time.time()
+    out_dir = Path(out_dir)
     timings: dict[str, float] = {}
     with _Progress(progress, [s.name for s in config.sources]) as bar, _timed(timings, "read_normalize_s"):
         records, source_stats = collect_records(config, skip_invalid=skip, on_item=bar.advance)
@@ -229,6 +243,7 @@ def build_dataset(config: DataConfig, out_dir: str | Path, *, skip_invalid: bool
                        {**_report(skip, source_stats, dedup_report, plan, by_split), **degenerate})
     summary = _summary(out_dir, records, outputs, plan, table)
     summary["warnings"] = degenerate["warnings"]
+    summary["engine"] = "memory"
     t0 = time.time()
     with atomic_path(out_dir) as tmp:
         _write_outputs(tmp, outputs)
@@ -245,9 +260,15 @@ def degenerate_input(config: DataConfig, source_stats: dict[str, dict[str, Any]]
                      kept: Sequence[Record]) -> dict[str, Any]:
     """report.json's account of input that yields nothing: empty sources, sources whose every item was filtered
     (or invalid, or in another language), and buckets and sources that dedup emptied; with one warning each."""
+    bucket_of = lambda r: "|".join(key_values(r, config.bucket_key))  # noqa: E731
+    return degenerate_counts(config, source_stats, Counter(r.source for r in read), Counter(r.source for r in kept),
+                             Counter(map(bucket_of, read)), Counter(map(bucket_of, kept)))
+
+
+def degenerate_counts(config: DataConfig, source_stats: dict[str, dict[str, Any]], with_records: Counter,
+                      after: Counter, before_dedup: Counter, after_dedup: Counter) -> dict[str, Any]:
+    """degenerate_input from counts: records per source before and after dedup, per bucket key likewise."""
     paths = {s.name: s.path for s in config.sources}
-    with_records = Counter(r.source for r in read)
-    after = Counter(r.source for r in kept)
     empty, filtered, warnings = [], [], []
     for name, st in source_stats.items():
         if with_records[name]:
@@ -261,8 +282,6 @@ def degenerate_input(config: DataConfig, source_stats: dict[str, dict[str, Any]]
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
             warnings.append(f"source {name!r} ({paths[name]}): every item was filtered out ({reasons}); it "
                             f"contributes no records")
-    bucket_of = lambda r: "|".join(key_values(r, config.bucket_key))  # noqa: E731
-    before_dedup, after_dedup = Counter(map(bucket_of, read)), Counter(map(bucket_of, kept))
     emptied_buckets = sorted(b for b in before_dedup if not after_dedup[b])
     for b in emptied_buckets:
         warnings.append(f"bucket {b!r}: all {before_dedup[b]} record(s) were exact duplicates removed by dedup; "

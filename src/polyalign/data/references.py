@@ -103,16 +103,7 @@ class References:
             "format": FORMAT,
             "feature_names": list(self.feature_names),
             "quantile_levels": list(self.quantile_levels),
-            "buckets": {bid: {
-                "count": ref.count,
-                "below_min": ref.below_min,
-                "mean": _rounded(ref.mean),
-                "std": _rounded(ref.std),
-                "quantiles": _rounded(ref.quantiles),
-                "scale": _rounded(ref.scale),
-                "cov": _rounded(ref.cov),
-                "ids": list(ref.ids),
-            } for bid, ref in sorted(self.buckets.items())},
+            "buckets": {bid: bucket_dict(ref) for bid, ref in sorted(self.buckets.items())},
         }
 
     def save(self, path: str | Path) -> Path:
@@ -140,6 +131,13 @@ class References:
             raise fail("must be an object of bucket id -> reference", "buckets")
         buckets = {bid: _bucket_from_dict(bid, raw, len(names), levels, fail) for bid, raw in raw_buckets.items()}
         return cls(feature_names=tuple(names), quantile_levels=levels, buckets=buckets)
+
+
+def bucket_dict(ref: BucketReference) -> dict:
+    """One bucket of References.to_dict (floats rounded to SIGNIFICANT_DIGITS)."""
+    return {"count": ref.count, "below_min": ref.below_min, "mean": _rounded(ref.mean), "std": _rounded(ref.std),
+            "quantiles": _rounded(ref.quantiles), "scale": _rounded(ref.scale), "cov": _rounded(ref.cov),
+            "ids": list(ref.ids)}
 
 
 def _check_header(data: object, feature_names: Sequence[str] | None,
@@ -242,6 +240,44 @@ def shrunk_covariance(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
         return fallback
     z = (x - x.mean(axis=0)) / unit
     cov = LedoitWolf(assume_centered=True).fit(z).covariance_ * np.outer(unit, unit)
+    cov = (cov + cov.T) / 2.0
+    try:
+        np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        return fallback
+    return cov
+
+
+def ledoit_wolf_from_moments(zz: np.ndarray, z2z2: np.ndarray, n: int) -> np.ndarray:
+    """sklearn's LedoitWolf(assume_centered=True).fit(z).covariance_ from two sums over the rows of z:
+    zz = Σ z zᵀ and z2z2 = Σ (z∘z)(z∘z)ᵀ, so that it can be accumulated chunk by chunk (same formula as
+    sklearn.covariance.ledoit_wolf_shrinkage; exact up to float summation order)."""
+    n_feat = zz.shape[0]
+    emp_cov = zz / n
+    mu = np.trace(emp_cov) / n_feat
+    if n_feat == 1:
+        return emp_cov.copy()
+    beta = np.sum(z2z2)
+    delta = np.sum(zz ** 2) / n ** 2
+    beta = 1.0 / (n_feat * n) * (beta / n - delta)
+    trace_sum = np.trace(emp_cov)
+    delta = (delta - 2.0 * mu * trace_sum + n_feat * mu ** 2) / n_feat
+    beta = min(beta, delta)
+    shrinkage = 0.0 if beta == 0 else beta / delta
+    cov = (1.0 - shrinkage) * emp_cov
+    cov.flat[::n_feat + 1] += shrinkage * mu
+    return cov
+
+
+def covariance_from_moments(zz: np.ndarray, z2z2: np.ndarray, n: int, std: np.ndarray,
+                            scale: np.ndarray) -> np.ndarray:
+    """shrunk_covariance from the moments of the std-standardized rows (z = (x - mean) / unit, unit = std or 1):
+    the same fallbacks (diag(scale²) with < 2 rows, no varying feature, or no Cholesky factor)."""
+    fallback = np.diag(np.asarray(scale, dtype=np.float64) ** 2)
+    if n < 2 or not (std > 0).any():
+        return fallback
+    unit = np.where(std > 0, std, 1.0)
+    cov = ledoit_wolf_from_moments(zz, z2z2, n) * np.outer(unit, unit)
     cov = (cov + cov.T) / 2.0
     try:
         np.linalg.cholesky(cov)
