@@ -173,3 +173,22 @@ def test_reader_error_is_not_wrapped_by_datasets(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="folder holds no .jsonl or .json files") as info:
         build_dataset(load_data_config(cfg), tmp_path / "out", progress=False, engine="stream")
     assert info.value.file == str(tmp_path / "empty") and not (tmp_path / "out").exists()
+
+
+def test_auto_engine_streams_large_inputs_and_multi_worker_builds(tmp_path, monkeypatch):
+    """engine auto: memory for small local inputs, stream above the byte threshold or with num_proc > 1."""
+    from polyalign.data import build as build_mod
+    from polyalign.data.sources import load_data_config
+
+    src = tmp_path / "a.jsonl"
+    src.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n')
+    cfg_path = tmp_path / "data.yaml"
+    cfg_path.write_text(f"sources:\n  - {{name: a, path: {src}, format: messages, language: en}}\n")
+    config = load_data_config(cfg_path)
+    assert build_mod.choose_engine(config) == "memory"
+    assert build_mod.choose_engine(config, num_proc=2) == "stream"
+    assert build_mod.choose_engine(config, "memory", num_proc=2) == "memory"
+    monkeypatch.setattr(build_mod, "AUTO_STREAM_BYTES", src.stat().st_size - 1)
+    assert build_mod.choose_engine(config) == "stream"
+    with pytest.raises(build_mod.ConfigError, match="unknown data build engine"):
+        build_mod.choose_engine(config, "fast")

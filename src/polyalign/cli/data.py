@@ -28,10 +28,10 @@ def build(config: Path = typer.Argument(..., help="data config YAML (see configs
           skip_invalid: bool = typer.Option(False, "--skip-invalid",
                                             help="skip and count invalid lines instead of stopping at the first"),
           seed: int | None = typer.Option(None, "--seed", help="override the config's split seed"),
-          engine: str = typer.Option("stream", "--engine",
+          engine: str = typer.Option("auto", "--engine",
                                      help="stream (records never all in memory; Arrow files in the output's "
-                                          "temporary folder) or memory (the in-memory reference build); same "
-                                          "outputs"),
+                                          "temporary folder), memory (the in-memory reference build) or auto "
+                                          "(stream above 64 MiB of input or with --num-proc > 1); same outputs"),
           num_proc: int = typer.Option(1, "--num-proc", min=1,
                                        help="worker processes for normalization and features (engine stream)"),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar")) -> None:
