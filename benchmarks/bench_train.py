@@ -109,18 +109,13 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-# ---- SFT step time -------------------------------------------------------------------------------------------
-@section("sft")
-def bench_sft(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]:
-    import torch
+def sft_batches(args: argparse.Namespace, setup: dict[str, Any]) -> tuple[Any, list[str], list[dict[str, Any]],
+                                                                          Any, Any]:
+    """The SFT benchmarks' examples: (tokenizer, bucket names, examples, Bucket-SFT dataset, TRL dataset)."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM
-    from trl import SFTConfig, SFTTrainer
 
-    from polyalign.models.loading import load_tokenizer
-    from polyalign.train.bucket_sft_config import BucketSFTConfig
-    from polyalign.train.bucket_trainer import BucketSFTTrainer
     from polyalign.data.stratify import random_subset
+    from polyalign.models.loading import load_tokenizer
     from polyalign.train.examples import build_sft_examples, bucket_vocabulary
 
     tokenizer = load_tokenizer(setup["model_dir"], padding_side="right")
@@ -129,7 +124,20 @@ def bench_sft(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]
     examples, _ = build_sft_examples(records, tokenizer, {b: i for i, b in enumerate(names)},
                                      max_length=args.max_length)
     ours_ds = Dataset.from_list(examples)
-    trl_ds = ours_ds.remove_columns(["bucket_id", "bucket_index"])
+    return tokenizer, names, examples, ours_ds, ours_ds.remove_columns(["bucket_id", "bucket_index"])
+
+
+# ---- SFT step time -------------------------------------------------------------------------------------------
+@section("sft")
+def bench_sft(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from polyalign.train.bucket_sft_config import BucketSFTConfig
+    from polyalign.train.bucket_trainer import BucketSFTTrainer
+
+    tokenizer, names, examples, ours_ds, trl_ds = sft_batches(args, setup)
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
     def run(kind: str) -> list[float]:
@@ -175,25 +183,15 @@ def bench_sft(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]
 def bench_padding_free(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]:
     """Tokens/s (real tokens, no padding) of the same batches padded and padding-free, SFT and Bucket-SFT."""
     import torch
-    from datasets import Dataset
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from polyalign.models.loading import load_tokenizer
     from polyalign.train.bucket_sft_config import BucketSFTConfig
     from polyalign.train.bucket_trainer import BucketSFTTrainer
     from polyalign.train.end_of_turn import EndOfTurnLabelsMixin
-    from polyalign.data.stratify import random_subset
-    from polyalign.train.examples import build_sft_examples, bucket_vocabulary
     from polyalign.train.run import quiet_console_logs
 
-    tokenizer = load_tokenizer(setup["model_dir"], padding_side="right")
-    records = random_subset(setup["train"], args.batch * (args.steps + 2), args.seed)
-    names = bucket_vocabulary(setup["train"])
-    examples, _ = build_sft_examples(records, tokenizer, {b: i for i, b in enumerate(names)},
-                                     max_length=args.max_length)
-    ours_ds = Dataset.from_list(examples)
-    trl_ds = ours_ds.remove_columns(["bucket_id", "bucket_index"])
+    tokenizer, names, examples, ours_ds, trl_ds = sft_batches(args, setup)
     trl_cls = type("TRLSFTTrainer", (EndOfTurnLabelsMixin, SFTTrainer), {})  # our label rule, TRL's trainer
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     balance = {"bucket_balance": True, "bucket_temperature": None, "dro": True, "dro_eta": 0.1}

@@ -239,7 +239,11 @@ def shrunk_covariance(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
     if not (std > 0).any():
         return fallback
     z = (x - x.mean(axis=0)) / unit
-    cov = LedoitWolf(assume_centered=True).fit(z).covariance_ * np.outer(unit, unit)
+    return _symmetric_or(LedoitWolf(assume_centered=True).fit(z).covariance_ * np.outer(unit, unit), fallback)
+
+
+def _symmetric_or(cov: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """cov symmetrized, or `fallback` when it has no Cholesky factor."""
     cov = (cov + cov.T) / 2.0
     try:
         np.linalg.cholesky(cov)
@@ -277,13 +281,7 @@ def covariance_from_moments(zz: np.ndarray, z2z2: np.ndarray, n: int, std: np.nd
     if n < 2 or not (std > 0).any():
         return fallback
     unit = np.where(std > 0, std, 1.0)
-    cov = ledoit_wolf_from_moments(zz, z2z2, n) * np.outer(unit, unit)
-    cov = (cov + cov.T) / 2.0
-    try:
-        np.linalg.cholesky(cov)
-    except np.linalg.LinAlgError:
-        return fallback
-    return cov
+    return _symmetric_or(ledoit_wolf_from_moments(zz, z2z2, n) * np.outer(unit, unit), fallback)
 
 
 def build_references(matrix: np.ndarray, bucket_ids: Sequence[str], ids: Sequence[str],
