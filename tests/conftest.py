@@ -13,6 +13,9 @@ SHARED_DATA = Path(os.environ.get("POLYALIGN_SHARED_DATA", REPO.parent / "shared
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# The CLI's rich console reads its width once, when polyalign.cli.common is first imported; set it before any test
+# imports it, so that printed tables do not wrap by test order (CliRunner's env applies only during an invoke).
+os.environ["COLUMNS"] = "250"
 
 
 @pytest.fixture(scope="session")
