@@ -95,7 +95,10 @@ def results_tables(evals: dict[str, list[dict]], labels: dict[str, str], contras
     model = headline_blocks(evals, "model")
     ceiling = next(iter(headline_blocks(evals, "ceiling").values()))
     header = "| method | " + " | ".join(f"{m} {registry[m].arrow}" for m in HEADLINE_METRICS) + " |"
+    present = set(next(iter(next(iter(model.values())))["summary"].values()))  # slices this suite has
     for key, label in SLICES:
+        if key not in present:  # e.g. no by_language/zh on an English-only suite
+            continue
         lines += [f"**{label}**", "", header, "|---|" + "---|" * len(HEADLINE_METRICS)]
         for method, blocks in model.items():
             lines.append(f"| {labels[method]} | " + " | ".join(fmt_cell(seed_cell(blocks, m, key))
@@ -121,7 +124,7 @@ def results_tables(evals: dict[str, list[dict]], labels: dict[str, str], contras
     lines += ["**Paired tests** (badness(A) − badness(B), negative = A better; seed-mean difference with SE² = "
               "SE²_items + Var_seeds/S; two-sided p; Holm over every row of a slice; seeds = how many seeds "
               "agree in sign)", ""]
-    for key in TEST_SLICES:
+    for key in (k for k in TEST_SLICES if k in present):
         rows = []
         for a, b in contrasts:
             for metric in HEADLINE_METRICS:
