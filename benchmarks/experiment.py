@@ -95,7 +95,7 @@ def results_tables(evals: dict[str, list[dict]], labels: dict[str, str], contras
     model = headline_blocks(evals, "model")
     ceiling = next(iter(headline_blocks(evals, "ceiling").values()))
     header = "| method | " + " | ".join(f"{m} {registry[m].arrow}" for m in HEADLINE_METRICS) + " |"
-    present = set(next(iter(next(iter(model.values())))["summary"].values()))  # slices this suite has
+    present = set(next(iter(next(iter(model.values()))[0]["summary"].values())))  # slices this suite has
     for key, label in SLICES:
         if key not in present:  # e.g. no by_language/zh on an English-only suite
             continue
