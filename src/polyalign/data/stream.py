@@ -1,5 +1,6 @@
-"""The streaming `polyalign data build` (engine "stream", the default; docs/data.md, "Scale"): the same outputs as
-the in-memory build (polyalign.data.build), with memory that does not hold the records.
+"""The streaming `polyalign data build` (engine "stream"; "auto" picks it above 64 MiB of input; docs/data.md,
+"Scale"): the same outputs as the in-memory build (polyalign.data.build), with memory that does not hold the
+records.
 
 1. Read: every source's items are written to an Arrow dataset (datasets.Dataset.from_generator), one row per
    item, in input order.
