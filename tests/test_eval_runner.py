@@ -229,3 +229,34 @@ def test_one_sample_per_item_is_scored_and_the_others_are_counted(world):
     assert default.gaps["rows_of_other_samples"] == len(suite.items)
     chosen = load_predictions(path, suite, sample=1)
     assert set(chosen.texts) == {"second"}
+
+
+def test_compare_shows_each_rounds_table_and_plot(world, tmp_path):
+    import base64
+    import re
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_rounds import synthetic_rounds_table
+
+    from polyalign.eval.rounds_plot import write_rounds_plot
+    from polyalign.io import write_json
+
+    folder = tmp_path / "runs" / "rounds_half"
+    table = synthetic_rounds_table([0.93, 0.81, None], method="half")
+    write_json(folder / "rounds.json", table)
+    png = write_rounds_plot(table, folder / "rounds.png")
+    out = tmp_path / "runs" / "compare"
+    result = compare_runs([world["run"]], out, names=["half"], rounds={"half": folder})
+    assert result["rounds"] == {"half": str(folder)}
+    parser = check_html(out / "report.html", {"rounds", "tables"})
+    embedded = [base64.b64decode(src.split(",", 1)[1]) for src in parser.imgs]
+    assert png.read_bytes() in embedded
+    md = (out / "report.md").read_text(encoding="utf-8")
+    link = re.search(r"!\[half: per-round[^\]]*\]\(([^)]+)\)", md).group(1)
+    assert link == "../rounds_half/rounds.png" and (out / link).resolve() == png.resolve()
+    assert "| 1 | policy 1 | 0.930 |" in md and "| 2 | policy 2 | 0.810 |" in md and "| 3 | policy 3 | – |" in md
+    with pytest.raises(InputError, match="not among the methods"):
+        compare_runs([world["run"]], out, names=["half"], rounds={"other": folder})
+    with pytest.raises(InputError, match="no rounds.json"):
+        compare_runs([world["run"]], out, names=["half"], rounds={"half": tmp_path})

@@ -316,3 +316,55 @@ def test_interrupted_rounds_rerun_equal_an_uninterrupted_run(tmp_path, shared_da
     assert (runs / "rounds_hdpo" / "rounds.md").read_text().startswith("# Rounds: HDPO")
     spin_table = read_json(runs / "rounds_spin" / "rounds.json")
     assert all(r["critic_auc"] is None and r["mean_distance"] is None for r in spin_table["rows"])
+
+
+# -- the per-round plot -------------------------------------------------------------------------------------------
+
+
+def synthetic_rounds_table(aucs: list[float | None], method: str = "HDPO 混合") -> dict[str, Any]:
+    """A rounds.json-shaped table: one row per AUC (None: a row without a critic, as the last model's)."""
+    rows = []
+    for k, auc in enumerate(aucs, start=1):
+        critic = auc is not None
+        rows.append({"round": k, "policy": f"policy {k}", "n_samples": 10, "critic": "c" if critic else None,
+                     "critic_in_sample": (k == 1) if critic else None, "critic_auc": auc,
+                     "critic_auc_without_length": auc - 0.1 if critic and auc == auc else None,
+                     "critic_auc_length_matched": auc - 0.05 if critic and auc == auc else None,
+                     "critic_auc_length_only": 0.6 if critic else None, "critic_min_auc": 0.75 if critic else None,
+                     "mean_distance": 1.0 / k if critic else None, "mean_distance_human": 0.7 if critic else None,
+                     "mahalanobis": 5.0 / k, "mahalanobis_human": 0.5, "length_tokens": 10.0 * k,
+                     "length_tokens_human": 40.0,
+                     "length_by_context": {"en|single|qa": {"model": 10.0 * k, "human": 40.0}}})
+    return {"method": method, "context_key": ["language", "track", "family"], "rows": rows}
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        image.verify()  # a complete, uncorrupted PNG
+    with Image.open(path) as image:
+        return image.size
+
+
+@pytest.mark.parametrize("aucs", [[0.95, 0.85, None], [0.9], [float("nan"), None], [None, None]],
+                         ids=["three-rounds", "one-round", "nan-auc", "no-critic"])
+def test_rounds_plot_is_a_png(tmp_path, aucs):
+    import warnings
+
+    from polyalign.eval.plots import text_fonts
+    from polyalign.eval.rounds import rounds_markdown
+    from polyalign.eval.rounds_plot import write_rounds_plot
+
+    table = synthetic_rounds_table(aucs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = write_rounds_plot(table, tmp_path / "rounds.png")
+    missing = [str(w.message) for w in caught if "missing from font" in str(w.message)]
+    if len(text_fonts()) > 1:  # a CJK font is installed (`make browser`): the Chinese label is drawn with it
+        assert not missing, missing
+    width, height = _png_size(path)
+    assert width > 600 and height > 200
+    assert [p.name for p in tmp_path.iterdir()] == ["rounds.png"]  # no temp file left
+    assert "![per-round critic AUC, distances and lengths](rounds.png)" in rounds_markdown(table)

@@ -168,7 +168,7 @@ class Comparison(Artifact):
 
 
 class RoundsTable(Artifact):
-    """rounds_<method>: rounds.json and rounds.md (polyalign.eval.rounds), one row per round."""
+    """rounds_<method>: rounds.json, rounds.md and rounds.png (polyalign.eval.rounds), one row per round."""
 
     @property
     def file(self) -> Path:
@@ -179,6 +179,11 @@ class RoundsTable(Artifact):
     def markdown(self) -> Path:
         """rounds.md."""
         return self.path / "rounds.md"
+
+    @property
+    def plot(self) -> Path:
+        """rounds.png."""
+        return self.path / "rounds.png"
 
     def summary(self) -> dict[str, Any]:
         if not self.file.exists():

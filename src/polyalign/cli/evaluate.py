@@ -148,16 +148,27 @@ def compare(
     names: str | None = typer.Option(None, help="Comma-separated method names, one per run."),
     contrast: list[str] = typer.Option([], "--contrast", help="A paired test 'A:B' (method names; repeatable). "
                                        "Default: each method against the one before it."),
+    rounds: list[str] = typer.Option([], "--rounds", help="NAME=FOLDER: a multi-round method's per-round table "
+                                     "(a pipeline's rounds_<method> folder) shown in the report (repeatable)."),
 ) -> None:
     """Put several methods scored on the same suite in one report: the context view with CIs and ceilings, paired
-    tests with Holm's correction, the oracle-length view, every metric.
+    tests with Holm's correction, the oracle-length view, every metric, and the per-round tables of multi-round
+    methods (--rounds).
 
     Example: polyalign compare runs/eval/base runs/eval/sft runs/eval/bsft runs/eval/dpo runs/eval/hdpo
              --names base,SFT,Bucket-SFT,DPO,HDPO --contrast Bucket-SFT:SFT --contrast HDPO:DPO --out runs/compare
     """
     from ..eval.compare import compare_runs
 
-    result = compare_runs(runs, out, names=names.split(",") if names else None, contrasts=contrast or None)
+    tables = {}
+    for item in rounds:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise InputError(f"--rounds {item!r}: give NAME=FOLDER (a method name and its rounds_<method> folder)",
+                             field="rounds")
+        tables[name] = Path(folder)
+    result = compare_runs(runs, out, names=names.split(",") if names else None, contrasts=contrast or None,
+                          rounds=tables)
     print_comparison(result, out)
 
 

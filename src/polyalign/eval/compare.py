@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import InputError, PolyAlignError
 from ..io import make_manifest, read_json, write_json, write_text
-from . import browser, headline_report, plots, report
+from . import browser, headline_report, plots, report, rounds_report
 from .contrasts import contrast_tests, headline_tables, parse_contrasts
 from .tables import fmt, html_table, md_table
 from .headline import HEADLINE_METRICS
@@ -85,10 +85,12 @@ def table_rows(table: dict[str, dict[str, float | None]], metrics: Sequence[str]
 
 
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: Sequence[str] | None = None,
-                 metrics: Sequence[str] | None = None, contrasts: Sequence[str] | None = None) -> dict[str, Any]:
+                 metrics: Sequence[str] | None = None, contrasts: Sequence[str] | None = None,
+                 rounds: Mapping[str, str | Path] | None = None) -> dict[str, Any]:
     """Write comparison.json, report.md and report.html for several evaluated runs of the same suite; the
     headline (context view, CIs, ceilings) comes first, with paired tests of `contrasts` ('A:B' method names;
-    default: each method against the one before it)."""
+    default: each method against the one before it). `rounds` ({method name: rounds_<method> folder}) adds the
+    per-round tables and plots of multi-round methods."""
     started = time.time()
     dirs = [Path(d) for d in run_dirs]
     if not dirs:
@@ -108,6 +110,10 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: 
                              "eval` again", file=run_dir / "metrics.json", field="headline")
     runs = dict(zip(names, loaded))
     pairs = parse_contrasts(contrasts, names)
+    unknown = [n for n in (rounds or {}) if n not in names]
+    if unknown:
+        raise InputError(f"rounds tables for {unknown}, which are not among the methods {names}", field="rounds")
+    round_tables = rounds_report.load_rounds(rounds or {})
     buckets = loaded[0]["buckets"]
     groups = report.group_keys(buckets)
     metrics = metrics or all_metrics()
@@ -125,11 +131,13 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: 
               "reach": {n: r.get("reach") for n, r in runs.items()},
               "metrics": list(metrics), "tables": tables,
               "gaps": {n: r["metadata"].get("gaps", {}) for n, r in runs.items()},
-              "samples": samples_info}
+              "samples": samples_info, "rounds": {n: str(got["dir"]) for n, got in round_tables.items()}}
     write_json(out_dir / "comparison.json", result)
     blocks = compare_blocks(runs, result["headline"])
-    write_text(out_dir / "report.md", render_compare_markdown(result, blocks))
-    write_text(out_dir / "report.html", render_compare_html(result, figures, blocks, samples=samples))
+    write_text(out_dir / "report.md", render_compare_markdown(result, blocks)
+               + "\n".join(rounds_report.render_md(round_tables, out_dir)))
+    write_text(out_dir / "report.html", render_compare_html(result, figures, blocks, samples=samples,
+                                                            rounds=rounds_report.render_html(round_tables)))
     write_json(out_dir / "manifest.json", make_manifest(stage="compare", config={"names": names},
                                                         inputs={n: str(d) for n, d in zip(names, dirs)},
                                                         started=started))
@@ -167,8 +175,9 @@ def render_compare_markdown(result: dict[str, Any], blocks: Sequence = ()) -> st
 
 
 def render_compare_html(result: dict[str, Any], figures: dict[str, str | None], blocks: Sequence = (),
-                        samples: str = "") -> str:
-    """Self-contained report.html of a comparison; `samples` (browser.render_section) comes last."""
+                        samples: str = "", rounds: Sequence[str] = ()) -> str:
+    """Self-contained report.html of a comparison; `rounds` (rounds_report.render_html) after the figures,
+    `samples` (browser.render_section) last."""
     body = ["<h1>PolyAlign comparison</h1>",
             f'<div class="meta">Suite {html.escape(result["suite_version"])}; methods: '
             + html.escape(", ".join(result["methods"])) + "</div>",
@@ -180,6 +189,7 @@ def render_compare_html(result: dict[str, Any], figures: dict[str, str | None], 
         body += [f"<h3>{html.escape(_section_title(key))}</h3>", html_table(header, rows)]
     body.append("</section>")
     body += report._figure_sections(figures)
+    body += rounds
     body.append(samples)
     return report.page("PolyAlign comparison", "\n".join(body))
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import functools
 import io
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -13,10 +15,46 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..io import atomic_path  # noqa: E402
 from .registry import FAMILIES, load_all  # noqa: E402
 
 HUMAN, MODEL, POOL = "#1f77b4", "#ff7f0e", "#b0b0b0"
 METHOD_COLORS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+
+
+# CJK fonts matplotlib falls back to for characters DejaVu Sans lacks (method labels are free text): the one `make
+# browser` installs for the report's screenshots (fonts-wqy-microhei), then the usual Noto / Source Han families.
+CJK_FONTS = ("WenQuanYi Micro Hei", "Noto Sans CJK SC", "Noto Sans CJK JP", "Source Han Sans SC")
+
+
+@functools.cache
+def text_fonts() -> list[str]:
+    """font.family for figures with free-text labels: DejaVu Sans, then the installed CJK fonts as fallbacks
+    (a font installed after matplotlib built its font cache is added from the system font folders)."""
+    from matplotlib import font_manager
+
+    def known() -> list[str]:
+        installed = {f.name for f in font_manager.fontManager.ttflist}
+        return [name for name in CJK_FONTS if name in installed]
+
+    if not known():
+        for path in font_manager.findSystemFonts():
+            if any(tag in Path(path).name.lower() for tag in ("wqy", "notosanscjk", "sourcehansans")):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError):  # an unreadable font file: go without it
+                    continue
+    return ["DejaVu Sans", *known()]
+
+
+def to_png(fig: Any, path: str | Path) -> Path:
+    """Write a figure as a PNG file atomically and close it."""
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 def to_base64(fig: Any) -> str:

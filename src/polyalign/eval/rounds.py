@@ -1,7 +1,8 @@
 """The per-round table of a multi-round preference method (stage rounds_<method>): for the policy entering each
 round (and the last round's model), its round's critic AUC with and without length features and length-matched,
 the mean critic distance of its samples against the humans' of the same prompts, the closed-form Mahalanobis
-distances, and its output length against the humans' per context group. Written as rounds.json and rounds.md."""
+distances, and its output length against the humans' per context group. Written as rounds.json, rounds.md and
+rounds.png (eval/rounds_plot.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from ..critic.fit import load_bucket_stats, load_split_features, read_prediction
 from ..critic.model import load_critic
 from ..data.build import load_records
 from ..errors import PolyAlignError
-from ..io import read_json, write_json
+from ..io import read_json, write_json, write_text
+from .tables import fmt, md_table
 
+PLOT_FILE = "rounds.png"
 CRITIC_COLUMNS = ("heldout_auc", "heldout_auc_without_length", "heldout_auc_length_matched",
                   "heldout_auc_length_only", "distance_length_mismatch_spearman")
 
@@ -79,6 +82,7 @@ def round_row(item: RoundInput, records_by_id: Mapping[str, Any], human_x: Mappi
     if item.critic is not None:
         metrics = read_json(Path(item.critic) / "metrics.json")
         row.update({f"critic_{k.removeprefix('heldout_')}": metrics.get(k) for k in CRITIC_COLUMNS})
+        row["critic_min_auc"] = metrics.get("min_auc")
         critic = load_critic(item.critic, allow_weak=True)
         extra = {"conversations": [r.conversation_id for r in records]} \
             if getattr(critic, "scores_by_conversation", False) else {}
@@ -88,6 +92,7 @@ def round_row(item: RoundInput, records_by_id: Mapping[str, Any], human_x: Mappi
             hx, h_buckets, texts=[r.response for r in human_records], unknown="pooled", **h_extra))
     else:
         row.update({f"critic_{k.removeprefix('heldout_')}": None for k in CRITIC_COLUMNS})
+        row["critic_min_auc"] = None
         row["mean_distance"] = row["mean_distance_human"] = None
     closed = SupportDistance(stats)
     known, h_known = closed.known(buckets, "mahalanobis"), closed.known(h_buckets, "mahalanobis")
@@ -121,42 +126,49 @@ def rounds_table(items: Sequence[RoundInput], data_dir: str | Path, *, context_k
                                 "same prompts"}}
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+COLUMNS = (("round", "round"), ("policy", "policy"), ("critic_auc", "AUC"),
+           ("critic_auc_without_length", "AUC w/o length"), ("critic_auc_length_matched", "AUC length-matched"),
+           ("critic_auc_length_only", "AUC length only"), ("mean_distance", "d model"),
+           ("mean_distance_human", "d human"), ("critic_in_sample", "d in-sample"),
+           ("mahalanobis", "Mahalanobis model"), ("mahalanobis_human", "Mahalanobis human"),
+           ("length_tokens", "length model"), ("length_tokens_human", "length human"))
+
+
+def table_rows(table: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted rows of the per-round table (one row per round), for rounds.md and the report."""
+    return [c[1] for c in COLUMNS], [[fmt(row.get(c[0])) for c in COLUMNS] for row in table["rows"]]
+
+
+def length_rows(table: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of output length per context group, 'model / human' cells."""
+    groups = sorted({g for row in table["rows"] for g in row["length_by_context"]})
+    rows = []
+    for row in table["rows"]:
+        cells = [f"{fmt(v.get('model'))} / {fmt(v.get('human'))}"
+                 for v in (row["length_by_context"].get(g, {}) for g in groups)]
+        rows.append([str(row["round"]), *cells])
+    return ["round", *groups], rows
 
 
 def rounds_markdown(table: Mapping[str, Any]) -> str:
-    """rounds.md: one line per round, then output length per context group."""
-    cols = [("round", "round"), ("policy", "policy"), ("critic_auc", "AUC"),
-            ("critic_auc_without_length", "AUC w/o length"), ("critic_auc_length_matched", "AUC length-matched"),
-            ("critic_auc_length_only", "AUC length only"), ("mean_distance", "d model"),
-            ("mean_distance_human", "d human"), ("critic_in_sample", "d in-sample"),
-            ("mahalanobis", "Mahalanobis model"), ("mahalanobis_human", "Mahalanobis human"),
-            ("length_tokens", "length model"), ("length_tokens_human", "length human")]
-    lines = [f"# Rounds: {table['method']}", "", "| " + " | ".join(c[1] for c in cols) + " |",
-             "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(row.get(c[0])) for c in cols) + " |" for row in table["rows"]]
-    groups = sorted({g for row in table["rows"] for g in row["length_by_context"]})
-    lines += ["", f"## Output length per context group ({'|'.join(table['context_key'])}): model / human", "",
-              "| round | " + " | ".join(groups) + " |", "|" + "---|" * (len(groups) + 1)]
-    for row in table["rows"]:
-        cells = []
-        for g in groups:
-            v = row["length_by_context"].get(g, {})
-            cells.append(f"{_fmt(v.get('model'))} / {_fmt(v.get('human'))}")
-        lines.append(f"| {row['round']} | " + " | ".join(cells) + " |")
+    """rounds.md: the plot, one line per round, then output length per context group."""
+    lines = [f"# Rounds: {table['method']}", "", f"![per-round critic AUC, distances and lengths]({PLOT_FILE})", "",
+             md_table(*table_rows(table)), "",
+             f"## Output length per context group ({'|'.join(table['context_key'])}): model / human", "",
+             md_table(*length_rows(table))]
     return "\n".join(lines) + "\n"
 
 
 def write_rounds_table(out: str | Path, items: Sequence[RoundInput], data_dir: str | Path, *,
                        context_key: Sequence[str], method: str) -> Path:
-    """Compute the table and write rounds.json and rounds.md into `out` (the pipeline's partial folder: the
-    stage appears only when both are written)."""
+    """Compute the table and write rounds.json, rounds.md and rounds.png into `out` (the pipeline's partial
+    folder: the stage appears only when all are written)."""
+    from .rounds_plot import write_rounds_plot  # matplotlib only when the table is written
+
     table = rounds_table(items, data_dir, context_key=context_key, method=method)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "rounds.json", table)
-    (out / "rounds.md").write_text(rounds_markdown(table), encoding="utf-8")
+    write_text(out / "rounds.md", rounds_markdown(table))
+    write_rounds_plot(table, out / PLOT_FILE)
     return out

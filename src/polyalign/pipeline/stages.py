@@ -11,9 +11,10 @@ stage of the policy whose samples are its rejected side (pairs_sft or pairs_buck
 built once and shared by every method that uses it. A method with `rounds: K` adds, for each round k >= 2,
 samples_<m>_r<k> (the previous round's model on train prompts) -> critic_<m>_r<k> (refit, cross-fitted) ->
 pairs_<m>_r<k> -> the round's training (from the previous round's model); round k < K is the stage <m>_r<k>,
-the last keeps the name <m>, and rounds_<m> tabulates the rounds. A method with `critic: false` (iterated SPIN)
-builds its pairs in pairs_<m>_r<k> for every round and never touches a critic. Only the stages the listed `methods:` need are built (no
-samples, critic or pairs when no preference method is listed). Every stage calls the same importable function
+the last keeps the name <m>, and rounds_<m> tabulates and plots the rounds (the comparison report shows them).
+A method with `critic: false` (iterated SPIN) builds its pairs in pairs_<m>_r<k> for every round and never
+touches a critic. Only the stages the listed `methods:` need are built (no samples, critic or pairs when no
+preference method is listed). Every stage calls the same importable function
 as its CLI verb; this module only wires folders and settings.
 """
 
@@ -30,6 +31,8 @@ from ..artifacts import Comparison, Critic, DataBuild, Evaluation, ExternalModel
 from ..io import write_json
 from .config import POLICIES, STAGE_SECTIONS, PipelineConfig, merged, resolve_section
 from .graph import Stage, StageContext
+
+PLOT_FILE = "rounds.png"  # eval/rounds.py's PLOT_FILE (not imported: the graph is built without the evaluation)
 
 
 # Every stage body, and each config check of the Wiring, imports its stage's module inside the function: the graph
@@ -443,8 +446,15 @@ def _compare(w: Wiring):
 
         methods = w.config.methods
         compare_runs([Evaluation(ctx.deps[f"eval_{m}"]).path for m in methods], ctx.work_dir,
-                     names=[w.config.label(m) for m in methods], contrasts=w.config.contrast_labels())
+                     names=[w.config.label(m) for m in methods], contrasts=w.config.contrast_labels(),
+                     rounds={w.config.label(m): RoundsTable(ctx.deps[f"rounds_{m}"]).path
+                             for m in rounds_methods(w.config)})
     return run
+
+
+def rounds_methods(config: PipelineConfig) -> list[str]:
+    """The listed preference methods with more than one round (each has a rounds_<method> table)."""
+    return [m for m in config.preference_methods() if config.preference[m].rounds > 1 and m in config.methods]
 
 
 def uses_critic(config: PipelineConfig) -> bool:
@@ -551,7 +561,8 @@ def _round_stages(w: Wiring, method: str) -> list[Stage]:
                 *(w.round_critic_stage(method, k) for k in range(1, spec.rounds + 1) if spec.critic)]
         stages.append(Stage(f"rounds_{method}", _rounds_table(w, method), deps=tuple(deps), output=RoundsTable,
                             config={"method": method, "rounds": spec.rounds, "critic": spec.critic,
-                                    "context_key": list(c.suite.context_key), "rows": len(rows)},
+                                    "context_key": list(c.suite.context_key), "rows": len(rows),
+                                    "plot": PLOT_FILE},
                             description=f"{c.label(method)}: per-round critic AUC, distances and lengths"))
     return stages
 
@@ -593,7 +604,8 @@ def build_stages(w: Wiring) -> list[Stage]:
         stages.extend(_round_stages(w, method))
     for method in c.methods:
         stages.extend(_method_stages(w, method))
-    stages.append(Stage("compare", _compare(w), deps=tuple(f"eval_{m}" for m in c.methods), output=Comparison,
+    stages.append(Stage("compare", _compare(w), output=Comparison,
+                        deps=(*(f"eval_{m}" for m in c.methods), *(f"rounds_{m}" for m in rounds_methods(c))),
                         config={"methods": list(c.methods), "contrasts": c.listed_contrasts()},
                         description="side-by-side report with paired tests"))
     return stages
