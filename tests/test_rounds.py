@@ -82,6 +82,25 @@ def test_rounds_graph(shared_data_dir):
     pairs = w.round_pairs_config("spin", 2)
     assert pairs.critic is None and pairs.types == ["human_over_model"] and not pairs.weights.enabled
     assert [w.config.label(m) for m in ("hdpo_r1", "hdpo", "spin_r2")] == ["HDPO r1", "HDPO", "SPIN r2"]
+    # the comparison shows the per-round tables; without the on-policy term no training stage reads a critic
+    assert {"rounds_hdpo", "rounds_spin"} <= set(stages["compare"].deps)
+    assert not w.preference_config("hdpo", round=2).on_policy.enabled
+
+
+def test_on_policy_term_scores_with_the_rounds_critic(shared_data_dir):
+    path = PIPELINES / "rounds.yaml"
+    w = Wiring(load_pipeline_config(path, {"hdpo": {"on_policy": {"enabled": True}}}), path)
+    w.preflight()
+    stages = {s.name: s for s in build_stages(w)}
+    expected = {"hdpo_r1": "critic", "hdpo_r2": "critic_hdpo_r2", "hdpo": "critic_hdpo_r3"}
+    for k, (name, critic) in enumerate(expected.items(), start=1):
+        assert w.preference_config("hdpo", round=k).on_policy.critic == str(w.dir(critic)), name
+        assert stages[name].config["on_policy"]["critic"] == str(w.dir(critic)), name
+        assert critic in stages[name].deps, name  # its key is part of the round's cache key
+    assert stages["hdpo_r2"].deps == ("hdpo_r1", "pairs_hdpo_r2", "critic_hdpo_r2")
+    # the term on for SPIN (no critic, plain DPO) is refused before any work
+    with pytest.raises(ConfigError, match="on_policy.enabled"):
+        Wiring(load_pipeline_config(path, {"dpo": {"on_policy": {"enabled": True}}}), path).preflight()
 
 
 def test_bad_round_declarations(shared_data_dir):

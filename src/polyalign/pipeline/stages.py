@@ -111,8 +111,24 @@ class Wiring:
             loss = validate_config({**config.loss.model_dump(), **spec.loss}, LossSection,
                                    prefix=("preference", method, "loss"))
             config = config.model_copy(update={"loss": loss})
+        critic = self.on_policy_critic_stage(method, k, config)
+        if critic:
+            config = config.model_copy(update={"on_policy": config.on_policy.model_copy(
+                update={"critic": str(Critic(self.dir(critic)).path)})})
         check_training_keys(config)
         return config
+
+    def on_policy_critic_stage(self, method: str, k: int, config: Any) -> str | None:
+        """The critic stage whose bundle round k's on-policy term scores with (round k's critic: the shared
+        critic in round 1, critic_<method>_r<k> after), when the term is on; None when it is off (the trainer
+        config's on_policy.critic is then left as it is, so is the stage's cache key)."""
+        if not config.on_policy.enabled:
+            return None
+        critic = self.round_critic_stage(method, k)
+        if critic is None:
+            raise ConfigError(f"preference.{method}: on_policy.enabled needs a critic, but the method has "
+                              f"critic: false")
+        return critic
 
     def round_pairs_stage(self, method: str, k: int) -> str:
         """The pairs stage of round k: the shared pairs_<policy> for round 1 of a method with a critic, else
@@ -519,7 +535,9 @@ def _preference_stage(w: Wiring, method: str, k: int = 1) -> Stage:
     init = spec.init if k == 1 else names[k - 2]
     pairs = w.round_pairs_stage(method, k)
     config = w.preference_config(method, round=k)
-    return Stage(names[k - 1], _preference(w, method, k), deps=(init, pairs), resumable=True,
+    critic = w.on_policy_critic_stage(method, k, config)  # the on-policy term's critic: its key enters this one
+    return Stage(names[k - 1], _preference(w, method, k), deps=(init, pairs, *([critic] if critic else [])),
+                 resumable=True,
                  output=model_dir,
                  config=config.model_dump(mode="json", exclude={"output_dir"}),
                  description=f"{w.config.label(names[k - 1])}: {loss_description(config)} from "
