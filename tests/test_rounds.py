@@ -387,3 +387,41 @@ def test_rounds_plot_is_a_png(tmp_path, aucs):
     assert width > 600 and height > 200
     assert [p.name for p in tmp_path.iterdir()] == ["rounds.png"]  # no temp file left
     assert "![per-round critic AUC, distances and lengths](rounds.png)" in rounds_markdown(table)
+
+
+# -- the gate in later rounds -------------------------------------------------------------------------------------
+
+
+def test_a_round_critic_below_the_gate_stops_the_run_at_its_round(tmp_path, shared_data_dir, monkeypatch,
+                                                                  one_thread):
+    from polyalign.errors import RefusedError
+
+    monkeypatch.chdir(tmp_path)
+    path = rounds_config(tmp_path, shared_data_dir)
+    raw = yaml.safe_load(path.read_text())
+    raw["preference"] = {"hdpo": {**raw["preference"]["hdpo"], "round_critic": {"min_auc": 0.99}}}
+    raw["methods"] = ["hdpo"]
+    raw["pairs"]["allow_weak"] = False  # the gate applies (pairs.min_auc stays 0: round 1's critic passes it)
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    with pytest.raises(RefusedError) as refused:
+        run_pipeline(path, targets=["hdpo"], log=lambda m: None)
+    message = str(refused.value)
+    for part in ("stage critic_hdpo_r2", "round 2 of 2", "below min_auc 0.99",
+                 "(preference.hdpo.round_critic.min_auc)", "list hdpo_r1 in `methods:`", "pairs.allow_weak"):
+        assert part in message, (part, message)
+    runs = tmp_path / "runs"
+    assert not (runs / "critic_hdpo_r2").exists() and not (runs / ".critic_hdpo_r2.partial").exists()
+    assert not list(runs.glob(".critic_hdpo_r2*")) and not (runs / "pairs_hdpo_r2").exists()
+    for stage in ("critic", "pairs_bucket_sft", "hdpo_r1", "samples_hdpo_r2"):
+        assert (runs / stage / "stage.json").exists(), stage
+
+    # the gate lowered for the round critics: round 1 and round 2's samples are reused, round 2's critic is fit
+    raw["preference"]["hdpo"]["round_critic"] = {"min_auc": 0.5}
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    _, results = run_pipeline(path, targets=["critic_hdpo_r2"], log=lambda m: None)
+    status = {r.name: r.status for r in results}
+    assert status["critic"] == status["hdpo_r1"] == status["samples_hdpo_r2"] == "cached"
+    assert status["critic_hdpo_r2"] == "ran"
+    metrics = read_json(runs / "critic_hdpo_r2" / "metrics.json")
+    assert f"AUC human vs policy is {metrics['heldout_auc']:.3f}" in message  # the refused fit, the same numbers
+    assert metrics["min_auc"] == 0.5 and read_json(runs / "critic" / "metrics.json")["min_auc"] == 0.0

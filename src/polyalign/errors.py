@@ -46,5 +46,10 @@ class IntegrityError(PolyAlignError):
     """A cached artifact's files differ from the hashes its stage recorded."""
 
 
+class RefusedError(PolyAlignError):
+    """A stage refused its own result (a refit critic below its AUC gate): the pipeline keeps nothing of that stage
+    (its partial folder is removed) and stops there."""
+
+
 class LockedError(PolyAlignError):
     """Another process holds the work folder's lock."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -200,13 +200,17 @@ def out_of_fold_length_diagnostics(rows: CriticData, scores: np.ndarray, stats: 
             "distance_length_mismatch_spearman": float(spearmanr(s, mismatch).statistic) if len(s) > 2 else None}
 
 
-def fit_round_critic(config: CriticConfig, n_folds: int) -> Path:
-    """`fit_critic` with `n_folds` cross-fitted members (n_folds = 1: the plain critic); returns the bundle."""
+def fit_round_critic(config: CriticConfig, n_folds: int, *,
+                     gate: Callable[[Mapping[str, Any]], None] | None = None) -> Path:
+    """`fit_critic` with `n_folds` cross-fitted members (n_folds = 1: the plain critic); returns the bundle.
+    `gate(metrics)` (the out-of-fold metrics) is called before anything is written; it raises to refuse."""
     if n_folds == 1:
-        return fit_critic(config)
+        return fit_critic(config, gate=gate)
     started = time.time()
     got = load_critic_inputs(config)
     critic, metrics = fit_crossfit_data(got.data, got.stats, config, linguistic_feature_names(), n_folds)
+    if gate is not None:
+        gate(metrics)
     manifest = make_manifest(stage="critic", config=config.model_dump(mode="json"), inputs=got.hashes,
                              seed=config.seed, started=started, extra={"cross_fit": n_folds})
     return write_crossfit_bundle(config.out, critic, metrics, manifest)

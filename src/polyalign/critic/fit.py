@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -462,11 +462,14 @@ def load_critic_inputs(config: CriticConfig) -> CriticInputs:
     return CriticInputs(list(records), human_x, stats, data, hashes)
 
 
-def fit_critic(config: CriticConfig) -> Path:
-    """Fit the critic described by `config` and write its bundle to config.out; return the bundle path."""
+def fit_critic(config: CriticConfig, *, gate: Callable[[Mapping[str, Any]], None] | None = None) -> Path:
+    """Fit the critic described by `config` and write its bundle to config.out; return the bundle path.
+    `gate(metrics)` is called before anything is written (it raises to refuse the critic)."""
     started = time.time()
     got = load_critic_inputs(config)
     critic, metrics = fit_critic_data(got.data, got.stats, config, linguistic_feature_names())
+    if gate is not None:
+        gate(metrics)
     baseline = compute_human_baseline(Path(config.data), got.stats, got.records, got.human_x, k=config.knn_k,
                                       critic=critic) if config.baseline else None
     manifest = make_manifest(stage="critic", config=config.model_dump(mode="json"), inputs=got.hashes,

@@ -56,6 +56,10 @@ class PreferenceMethod(StrictModel):
                                                 "pair's distances come from the fold critic that saw neither its "
                                                 "conversation nor its texts, a new text gets the max over the "
                                                 "folds. 1: one critic, in-sample distances (as round 1).")
+    round_critic: dict[str, Any] = Field(
+        default_factory=dict, description="Rounds >= 2: overrides of the `critic:` settings for the refit critics "
+                                          "critic_<name>_r<k> only (e.g. min_auc, max_epochs); round 1 keeps the "
+                                          "shared critic's.")
 
     def round_names(self, name: str) -> list[str]:
         """The training-stage names of rounds 1..K: <name>_r<k> for k < K, then <name>."""

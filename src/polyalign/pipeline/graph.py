@@ -10,7 +10,8 @@ when the key is unchanged, so it can continue from its last checkpoint; a non-re
 stage.json also records the size, mtime and SHA-256 of every file the stage wrote, and the contents digest of
 each dependency it read: a cached stage whose files changed is rebuilt (or refused), and one whose dependency
 was rebuilt with other contents runs again. A run holds the work folder's lock (pipeline/lock.py); a failed
-write removes the stage's partial folder and leaves the cached stages alone. See docs/faults.md.
+write removes the stage's partial folder and leaves the cached stages alone, as does a stage that refuses its own
+result (RefusedError: a refit critic below its AUC gate). See docs/faults.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import faults
-from ..errors import ConfigError, IntegrityError, WriteError
+from ..errors import ConfigError, IntegrityError, RefusedError, WriteError
 from ..io import make_manifest, read_json, remove_atomic_leftovers, replace_path, sha256_file, sha256_json, write_failure, write_json
 from .integrity import check_files, file_table, table_digest
 from .lock import WorkdirLock
@@ -241,6 +242,9 @@ class Pipeline:
         with faults.in_stage(stage.name):
             try:
                 return self._run_stage_body(stage, key, position, run_started)
+            except RefusedError:  # the stage refused its own result: keep nothing of it
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
             except Exception as exc:
                 failure = write_failure(exc)
                 if failure is None:

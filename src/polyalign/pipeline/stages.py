@@ -162,7 +162,8 @@ class Wiring:
         wired = {"data": str(self.dir("data")), "out": str(work or self.dir(f"critic_{method}_r{k}")),
                  "seed": self.config.seed,
                  "predictions": [str(Predictions(self.dir(s)).file) for s in self.replayed_samples(method, k)]}
-        config = validate_config(merged(self.sections["critic"], wired), CriticConfig, prefix=("critic",))
+        settings = merged(self.sections["critic"], self.config.preference[method].round_critic)
+        config = validate_config(merged(settings, wired), CriticConfig, prefix=("critic",))
         if self.config.preference[method].cross_fit > 1 and config.method != "learned":
             raise ConfigError(f"preference.{method}.cross_fit: cross-fitting refits a learned critic, but the "
                               f"critic method is {config.method!r} (set cross_fit: 1)")
@@ -395,8 +396,43 @@ def _round_critic(w: Wiring, method: str, k: int):
     def run(ctx: StageContext) -> None:
         from ..critic.crossfit import fit_round_critic
 
-        fit_round_critic(w.round_critic_config(method, k, ctx.work_dir), w.config.preference[method].cross_fit)
+        config = w.round_critic_config(method, k, ctx.work_dir)
+        fit_round_critic(config, w.config.preference[method].cross_fit, gate=round_gate(w, method, k, config))
     return run
+
+
+def round_gate(w: Wiring, method: str, k: int, config: Any) -> Any:
+    """The check a refit critic must pass before critic_<method>_r<k> writes it: the critic_weakness test at the
+    higher of its own min_auc and pairs.min_auc (the round's pairs refuse a critic below that anyway), unless
+    pairs.allow_weak. Raises RefusedError naming the stage, the round, the AUC, the gate and what to do."""
+    from ..critic.model import critic_weakness
+    from ..errors import RefusedError
+
+    pairs = w.round_pairs_config(method, k)
+    spec = w.config.preference[method]
+    gates = {f"preference.{method}.round_critic.min_auc" if "min_auc" in spec.round_critic else "critic.min_auc":
+             config.min_auc, "pairs.min_auc": pairs.min_auc}
+    source, min_auc = max(gates.items(), key=lambda item: item[1])
+
+    def gate(metrics: Any) -> None:
+        reason = critic_weakness(metrics, min_auc=min_auc, min_score_std=config.min_score_std)
+        if reason is None or pairs.allow_weak:
+            return
+        auc = metrics.get("heldout_auc")
+        held_out = f"{spec.cross_fit}-fold cross-fitted, out of fold" if spec.cross_fit > 1 else "held out"
+        earlier = spec.round_names(method)[k - 2]
+        raise RefusedError(
+            f"stage critic_{method}_r{k} (round {k} of {spec.rounds} of preference method {method}): the refit "
+            f"critic's held-out AUC human vs policy is {auc:.3f} ({held_out}), below min_auc {min_auc:g} "
+            f"({source}): {reason}. The run stops at round {k}; nothing of critic_{method}_r{k} was written and "
+            f"rounds 1..{k - 1} stay cached. What to do: evaluate the rounds that passed (list {earlier} in "
+            f"`methods:` instead of {method}; cached), or lower the gate (preference.{method}.round_critic.min_auc "
+            f"for the round critics only, and pairs.min_auc, which round {k}'s pairs apply to the same critic; "
+            f"critic.min_auc also reruns round 1), or fit on more policy samples (samples.per_bucket, "
+            f"samples.num_samples, replay: null; more samples rerun every round), or train on this critic anyway "
+            f"(pairs.allow_weak: true)."
+            if auc is not None else f"stage critic_{method}_r{k} (round {k} of {method}): {reason}")
+    return gate
 
 
 def _round_pairs(w: Wiring, method: str, k: int):
