@@ -12,12 +12,19 @@ Sections (run all by default, or pick with --sections):
   hdpo      median optimizer-step time of HDPOTrainer (pair weights + expected-distance regularizer + anchor) over
             TRL's DPOTrainer, same model, same batches, reference log-probs precomputed in both, >= 20 steps; target
             ratio <= 1.05; also HDPO without precompute, and critic scoring throughput (responses/s)
+  round     the cost of one HDPO round at demo scale on the bundled data: configs/pipeline/rounds.yaml's HDPO in
+            2 rounds, run by the pipeline itself (`run_pipeline`, a scratch work folder); the wall seconds of round
+            2's stages: sampling round 1's model on the train prompts (samples_hdpo_r2), the cross-fitted critic
+            refit (critic_hdpo_r2), the pairs (pairs_hdpo_r2), against its training stage (hdpo), and the same
+            for round 1 (samples_bucket_sft, critic, pairs_bucket_sft, hdpo_r1). Base and SFT training are cut to
+            --round-prep-steps (0: demo.yaml's own) to reach round 1 sooner; everything of the rounds is demo's
 
 Usage:
   python benchmarks/bench_train.py                       # tiny model, synthetic or bundled data, CPU
   python benchmarks/bench_train.py --model runs/tiny-base --data runs/data
   python benchmarks/bench_train.py --preset gpu          # larger model/batches for a GPU
   python benchmarks/bench_train.py --sections padding_free --data runs/data   # bundled data: real length variance
+  python benchmarks/bench_train.py --sections round      # one HDPO round of the demo (builds its own data)
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -466,6 +474,49 @@ def bench_hdpo(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any
             "critic_responses_per_s": round(len(texts) / critic_s, 1), "target": "ratio <= 1.05"}
 
 
+ROUND_STAGES = {"sampling": ("samples_bucket_sft", "samples_hdpo_r2"), "critic": ("critic", "critic_hdpo_r2"),
+                "pairs": ("pairs_bucket_sft", "pairs_hdpo_r2"), "training": ("hdpo_r1", "hdpo")}
+
+
+@section("round")
+def bench_round(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]:
+    """One HDPO round of configs/pipeline/rounds.yaml at demo scale, through the pipeline's own stages: wall seconds
+    of round 2's sampling, cross-fitted critic refit and pairs against its training (and round 1's, whose critic
+    is the shared one, fit on both SFT policies' samples, not cross-fitted)."""
+    from polyalign.io import read_json
+    from polyalign.pipeline.run import run_pipeline
+
+    config = REPO / "configs" / "pipeline" / "rounds.yaml"
+    root = Path(args.workdir) / "round"
+    overrides: dict[str, Any] = {"workdir": str(root), "methods": ["hdpo"], "preference": {"hdpo": {"rounds": 2}}}
+    if args.round_prep_steps:
+        steps = args.round_prep_steps
+        overrides.update({"base": {"pretrain": {"max_steps": steps, "save_steps": steps}},
+                          "sft": {"training": {"max_steps": steps}}, "bucket_sft": {"training": {"max_steps": steps}}})
+    log: list[str] = []
+    started = time.perf_counter()
+    wiring, results = run_pipeline(config, targets=["hdpo"], overrides=overrides, log=log.append)
+    wall = time.perf_counter() - started
+    seconds = {r.name: round(r.seconds, 1) for r in results}
+    rounds = {}
+    for k in (1, 2):
+        row = {part: seconds[names[k - 1]] for part, names in ROUND_STAGES.items()}
+        overhead = row["sampling"] + row["critic"] + row["pairs"]
+        rounds[f"round_{k}"] = {**row, "sampling_critic_pairs_s": round(overhead, 1),
+                                "overhead_over_training": round(overhead / row["training"], 3)}
+    samples = [json.loads(line) for line in (root / "samples_hdpo_r2" / "predictions.jsonl").open(encoding="utf-8")]
+    pairs = read_json(root / "pairs_hdpo_r2" / "summary.json")
+    critic = read_json(root / "critic_hdpo_r2" / "metrics.json")
+    trained = read_json(root / "hdpo" / "model" / "manifest.json")
+    return {"config": "configs/pipeline/rounds.yaml, hdpo rounds 2 (replay 1, cross_fit 2)",
+            "prep_steps": args.round_prep_steps or "demo.yaml's", "stage_seconds": seconds, **rounds,
+            "round_2_samples": len(samples), "round_2_finish": dict(Counter(r.get("finish") for r in samples)),
+            "round_2_pairs": pairs.get("n_pairs"), "round_2_critic_auc": critic.get("heldout_auc"),
+            "round_2_training_pairs": trained.get("n_train_pairs"),
+            "samples_max_new_tokens": wiring.decoding(wiring.config.samples.decoding).max_new_tokens,
+            "pipeline_wall_s": round(wall, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
@@ -480,6 +531,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--critic", help="critic bundle for the HDPO section's scoring throughput (default: fit "
                                          "a small one on the bench records)")
+    parser.add_argument("--round-prep-steps", type=int, default=40, help="round section: pretraining and SFT steps "
+                        "before round 1 (0: demo.yaml's own 400 / 120 / 120)")
     for key, value in PRESETS["cpu"].items():
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=None)
     args = parser.parse_args()
