@@ -17,7 +17,8 @@ Sections (run all by default, or pick with --sections):
             2's stages: sampling round 1's model on the train prompts (samples_hdpo_r2), the cross-fitted critic
             refit (critic_hdpo_r2), the pairs (pairs_hdpo_r2), against its training stage (hdpo), and the same
             for round 1 (samples_bucket_sft, critic, pairs_bucket_sft, hdpo_r1). Base and SFT training are cut to
-            --round-prep-steps (0: demo.yaml's own) to reach round 1 sooner; everything of the rounds is demo's
+            --round-prep-steps (0: demo.yaml's own) to reach round 1 sooner; the rounds are demo's unless
+            --round-per-bucket / --round-train-steps scale them down (samples per bucket, HDPO steps per round)
 
 Usage:
   python benchmarks/bench_train.py                       # tiny model, synthetic or bundled data, CPU
@@ -488,7 +489,13 @@ def bench_round(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, An
 
     config = REPO / "configs" / "pipeline" / "rounds.yaml"
     root = Path(args.workdir) / "round"
-    overrides: dict[str, Any] = {"workdir": str(root), "methods": ["hdpo"], "preference": {"hdpo": {"rounds": 2}}}
+    overrides: dict[str, Any] = {"workdir": str(root), "methods": ["hdpo"], "contrasts": [],
+                                 "preference": {"hdpo": {"rounds": 2}}}
+    if args.round_per_bucket:  # fewer train prompts per bucket (every round's samples)
+        overrides["samples"] = {"per_bucket": args.round_per_bucket}
+    if args.round_train_steps:  # fewer steps of the rounds' HDPO training, one epoch of pairs as in hdpo.yaml
+        overrides["hdpo"] = {"training": {"max_steps": args.round_train_steps},
+                             "max_train_pairs": args.round_train_steps * 8}
     if args.round_prep_steps:
         steps = args.round_prep_steps
         overrides.update({"base": {"pretrain": {"max_steps": steps, "save_steps": steps}},
@@ -509,7 +516,10 @@ def bench_round(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, An
     critic = read_json(root / "critic_hdpo_r2" / "metrics.json")
     trained = read_json(root / "hdpo" / "model" / "manifest.json")
     return {"config": "configs/pipeline/rounds.yaml, hdpo rounds 2 (replay 1, cross_fit 2)",
-            "prep_steps": args.round_prep_steps or "demo.yaml's", "stage_seconds": seconds, **rounds,
+            "prep_steps": args.round_prep_steps or "demo.yaml's",
+            "samples_per_bucket": wiring.config.samples.per_bucket,
+            "train_steps": wiring.preference_config("hdpo").training.get("max_steps"),
+            "stage_seconds": seconds, **rounds,
             "round_2_samples": len(samples), "round_2_finish": dict(Counter(r.get("finish") for r in samples)),
             "round_2_pairs": pairs.get("n_pairs"), "round_2_critic_auc": critic.get("heldout_auc"),
             "round_2_training_pairs": trained.get("n_train_pairs"),
@@ -533,6 +543,10 @@ def main() -> None:
                                          "a small one on the bench records)")
     parser.add_argument("--round-prep-steps", type=int, default=40, help="round section: pretraining and SFT steps "
                         "before round 1 (0: demo.yaml's own 400 / 120 / 120)")
+    parser.add_argument("--round-per-bucket", type=int, default=0, help="round section: samples.per_bucket "
+                        "(0: demo.yaml's 30)")
+    parser.add_argument("--round-train-steps", type=int, default=0, help="round section: HDPO steps per round, "
+                        "max_train_pairs = steps x 8 (0: hdpo.yaml's 60 / 480)")
     for key, value in PRESETS["cpu"].items():
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=None)
     args = parser.parse_args()

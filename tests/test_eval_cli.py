@@ -67,10 +67,17 @@ def test_suite_eval_compare_from_the_command_line(data_dir, tmp_path):
     out = _invoke(["eval", "--predictions", preds, "--suite", suite, "--out", tmp_path / "runs" / "rev"])
     assert "held-out humans" in out and "c2st_acc" in out and "report:" in out
     shutil.copytree(tmp_path / "runs" / "rev", tmp_path / "runs" / "rev2")
+    rounds = tmp_path / "runs" / "rounds_b"
+    rounds.mkdir()
+    (rounds / "rounds.json").write_text(json.dumps({"method": "b", "context_key": ["language"], "rows": [
+        {"round": 1, "policy": "p", "critic_auc": 0.9, "length_by_context": {"en": {"model": 3.0, "human": 4.0}}}]}))
     out = _invoke(["compare", tmp_path / "runs" / "rev", tmp_path / "runs" / "rev2", "--names", "a,b",
-                   "--out", tmp_path / "cmp"])
+                   "--out", tmp_path / "cmp", "--rounds", f"b={rounds}"])
     assert "held-out humans" in out and (tmp_path / "cmp" / "report.html").exists()
     assert "paired tests: 0 of" in out  # the same run twice: no difference can be significant
+    assert "## Rounds" in (tmp_path / "cmp" / "report.md").read_text(encoding="utf-8")
+    with pytest.raises(InputError, match="NAME=FOLDER"):
+        _invoke(["compare", tmp_path / "runs" / "rev", "--out", tmp_path / "cmp2", "--rounds", str(rounds)])
 
 
 def test_eval_argument_errors_are_input_errors(tmp_path):

@@ -421,11 +421,12 @@ def round_gate(w: Wiring, method: str, k: int, config: Any) -> Any:
         auc = metrics.get("heldout_auc")
         held_out = f"{spec.cross_fit}-fold cross-fitted, out of fold" if spec.cross_fit > 1 else "held out"
         earlier = spec.round_names(method)[k - 2]
+        kept = "round 1 stays" if k == 2 else f"rounds 1..{k - 1} stay"
         raise RefusedError(
             f"stage critic_{method}_r{k} (round {k} of {spec.rounds} of preference method {method}): the refit "
             f"critic's held-out AUC human vs policy is {auc:.3f} ({held_out}), below min_auc {min_auc:g} "
             f"({source}): {reason}. The run stops at round {k}; nothing of critic_{method}_r{k} was written and "
-            f"rounds 1..{k - 1} stay cached. What to do: evaluate the rounds that passed (list {earlier} in "
+            f"{kept} cached. What to do: evaluate the rounds that passed (list {earlier} in "
             f"`methods:` instead of {method}; cached), or lower the gate (preference.{method}.round_critic.min_auc "
             f"for the round critics only, and pairs.min_auc, which round {k}'s pairs apply to the same critic; "
             f"critic.min_auc also reruns round 1), or fit on more policy samples (samples.per_bucket, "
