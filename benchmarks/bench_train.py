@@ -487,7 +487,7 @@ def bench_round(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, An
     from polyalign.io import read_json
     from polyalign.pipeline.run import run_pipeline
 
-    config = REPO / "configs" / "pipeline" / "rounds.yaml"
+    config = Path(args.round_config)
     root = Path(args.workdir) / "round"
     overrides: dict[str, Any] = {"workdir": str(root), "methods": ["hdpo"], "contrasts": [],
                                  "preference": {"hdpo": {"rounds": 2}}}
@@ -515,7 +515,8 @@ def bench_round(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, An
     pairs = read_json(root / "pairs_hdpo_r2" / "summary.json")
     critic = read_json(root / "critic_hdpo_r2" / "metrics.json")
     trained = read_json(root / "hdpo" / "model" / "manifest.json")
-    return {"config": "configs/pipeline/rounds.yaml, hdpo rounds 2 (replay 1, cross_fit 2)",
+    spec = wiring.config.preference["hdpo"]
+    return {"config": f"{config.name}, hdpo rounds 2 (replay {spec.replay}, cross_fit {spec.cross_fit})",
             "prep_steps": args.round_prep_steps or "demo.yaml's",
             "samples_per_bucket": wiring.config.samples.per_bucket,
             "train_steps": wiring.preference_config("hdpo").training.get("max_steps"),
@@ -543,6 +544,8 @@ def main() -> None:
                                          "a small one on the bench records)")
     parser.add_argument("--round-prep-steps", type=int, default=40, help="round section: pretraining and SFT steps "
                         "before round 1 (0: demo.yaml's own 400 / 120 / 120)")
+    parser.add_argument("--round-config", default=str(REPO / "configs" / "pipeline" / "rounds.yaml"),
+                        help="round section: the pipeline config whose `hdpo` method is run in 2 rounds")
     parser.add_argument("--round-per-bucket", type=int, default=0, help="round section: samples.per_bucket "
                         "(0: demo.yaml's 30)")
     parser.add_argument("--round-train-steps", type=int, default=0, help="round section: HDPO steps per round, "
