@@ -517,7 +517,7 @@ def bench_round(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, An
     trained = read_json(root / "hdpo" / "model" / "manifest.json")
     spec = wiring.config.preference["hdpo"]
     return {"config": f"{config.name}, hdpo rounds 2 (replay {spec.replay}, cross_fit {spec.cross_fit})",
-            "prep_steps": args.round_prep_steps or "demo.yaml's",
+            "prep_steps": args.round_prep_steps or "the config's",
             "samples_per_bucket": wiring.config.samples.per_bucket,
             "train_steps": wiring.preference_config("hdpo").training.get("max_steps"),
             "stage_seconds": seconds, **rounds,
@@ -543,7 +543,7 @@ def main() -> None:
     parser.add_argument("--critic", help="critic bundle for the HDPO section's scoring throughput (default: fit "
                                          "a small one on the bench records)")
     parser.add_argument("--round-prep-steps", type=int, default=40, help="round section: pretraining and SFT steps "
-                        "before round 1 (0: demo.yaml's own 400 / 120 / 120)")
+                        "before round 1 (0: the config's own; demo.yaml: 400 / 120 / 120)")
     parser.add_argument("--round-config", default=str(REPO / "configs" / "pipeline" / "rounds.yaml"),
                         help="round section: the pipeline config whose `hdpo` method is run in 2 rounds")
     parser.add_argument("--round-per-bucket", type=int, default=0, help="round section: samples.per_bucket "
