@@ -8,13 +8,16 @@ processes: the peak of the summed RSS over the tree ('RSS tree', the figure issu
 is judged on), of the summed PSS ('PSS tree': each shared page, e.g. of a memory-mapped Arrow file that two
 processes read, counted once, split among them; the fair measure of what the tree uses), of the summed
 anonymous memory ('anon tree', without file-backed pages), the build process alone (RSS and PSS), the largest
-single process, next to ru_maxrss of the build process and of its reaped workers; all in MiB. With --smaps S,
+single process, next to ru_maxrss of the build process and of its reaped workers; all in MiB; and the CPU
+seconds (user + system) of the build process and its reaped workers ('CPU s', steadier than wall time on a
+shared machine). With --smaps S,
 every S seconds the per-mapping RSS of each process is sampled too and the mappings with the largest peak
 RSS are printed per build (the diagnosis of what is resident where).
 
 Usage:
   python benchmarks/bench_data.py [--scales 1,10,100] [--engines stream,memory] [--memory-scales 1,10]
                                   [--num-proc 2] [--workdir /tmp/bench_data] [--smaps 2]
+                                  [--report-every 60]
 The enlarged corpora and build outputs are written under --workdir and removed at the end.
 """
 
@@ -44,7 +47,9 @@ summary = build_dataset(config, sys.argv[2], progress=False, engine=sys.argv[3],
 wall = time.perf_counter() - t0
 print(json.dumps({"wall": wall, "records": summary["records"], "timings": summary["timings"],
                   "self_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  "children_maxrss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+                  "children_maxrss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+                  "cpu_s": sum(getattr(resource.getrusage(who), f) for who in
+                               (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) for f in ("ru_utime", "ru_stime"))}))
 """
 
 
@@ -120,7 +125,8 @@ def _short(path: str, workdir: str) -> str:
     return path if path.startswith("[") else "(other files: libraries, ...)"
 
 
-def run_build(config: Path, out: Path, engine: str, num_proc: int, smaps_every: float = 0.0) -> dict:
+def run_build(config: Path, out: Path, engine: str, num_proc: int, smaps_every: float = 0.0,
+              report_every: float = 0.0) -> dict:
     """One build in a fresh process, its memory tree sampled every 0.2 s until it exits: peak of the summed RSS,
     RssAnon and PSS over the tree, RSS of the build process, the largest process; with smaps_every > 0, every
     that many seconds the per-mapping RSS / PSS of each process too (peak per process role and file)."""
@@ -129,7 +135,7 @@ def run_build(config: Path, out: Path, engine: str, num_proc: int, smaps_every: 
     root = psutil.Process(proc.pid)
     peak = dict.fromkeys(("tree", "one", "anon", "main", "pss", "main_pss"), 0)
     maps: dict[tuple[str, str], dict[str, int]] = {}
-    started, last_maps = time.perf_counter(), -1e9
+    started, last_maps, last_report = time.perf_counter(), -1e9, time.perf_counter()
     workdir = str(out.parent)
     while proc.poll() is None:
         try:
@@ -166,6 +172,11 @@ def run_build(config: Path, out: Path, engine: str, num_proc: int, smaps_every: 
         peak.update(tree=max(peak["tree"], sums["Rss"]), anon=max(peak["anon"], sums["Anonymous"]),
                     pss=max(peak["pss"], sums["Pss"]), one=max(peak["one"], rss_one),
                     main=max(peak["main"], rss_main), main_pss=max(peak["main_pss"], pss_main))
+        if report_every > 0 and time.perf_counter() - last_report >= report_every:
+            last_report = time.perf_counter()
+            print(f"    {last_report - started:7.0f} s: {len(procs)} processes, RSS tree {sums['Rss'] / 2**20:.0f} "
+                  f"(peak {peak['tree'] / 2**20:.0f}), PSS tree {sums['Pss'] / 2**20:.0f} (peak "
+                  f"{peak['pss'] / 2**20:.0f}), anon {sums['Anonymous'] / 2**20:.0f} MiB", flush=True)
         time.sleep(0.2)
     stdout, stderr = proc.communicate()
     if proc.returncode != 0:
@@ -187,6 +198,8 @@ def main() -> None:
     parser.add_argument("--smaps", type=float, default=0.0, metavar="SECONDS",
                         help="also sample /proc/<pid>/smaps every SECONDS and print, per build, the mappings with "
                              "the largest peak RSS per process role (main, worker)")
+    parser.add_argument("--report-every", type=float, default=0.0, metavar="SECONDS",
+                        help="print the tree's current and peak memory every SECONDS while a build runs")
     args = parser.parse_args()
     scales = [int(s) for s in args.scales.split(",")]
     engines = args.engines.split(",")
@@ -203,7 +216,8 @@ def main() -> None:
                 if engine == "memory" and scale not in memory_scales:
                     continue
                 out = args.workdir / f"out_{engine}_x{scale}"
-                r = run_build(config, out, engine, args.num_proc if engine == "stream" else 1, args.smaps)
+                r = run_build(config, out, engine, args.num_proc if engine == "stream" else 1, args.smaps,
+                              args.report_every)
                 shutil.rmtree(out, ignore_errors=True)
                 rows.append((scale, engine, r))
                 print(f"  {engine}: {r['wall']:.1f} s, {r['records']} records, peak RSS tree "
@@ -221,14 +235,14 @@ def main() -> None:
           "'PSS tree' (shared pages split among the processes that map them) shown next to it")
     print(f"{'scale':>6} {'engine':>7} {'num_proc':>8} {'records':>9} {'wall s':>8} {'s/1k rec':>8} "
           f"{'RSS tree MiB':>12} {'PSS tree':>8} {'anon tree':>9} {'RSS main':>8} {'PSS main':>8} {'RSS max1':>8} "
-          f"{'maxrss self':>11} {'maxrss kids':>11}")
+          f"{'maxrss self':>11} {'maxrss kids':>11} {'CPU s':>7}")
     for scale, engine, r in rows:
         n_proc = args.num_proc if engine == "stream" else 1
         print(f"{'x' + str(scale):>6} {engine:>7} {n_proc:>8} {r['records']:>9} {r['wall']:>8.1f} "
               f"{1000 * r['wall'] / r['records']:>8.3f} {r['peak_tree_mib']:>12.0f} {r['peak_pss_mib']:>8.0f} "
               f"{r['peak_anon_mib']:>9.0f} {r['peak_main_mib']:>8.0f} {r['peak_main_pss_mib']:>8.0f} "
               f"{r['peak_one_mib']:>8.0f} "
-              f"{r['self_maxrss_kib'] / 1024:>11.0f} {r['children_maxrss_kib'] / 1024:>11.0f}")
+              f"{r['self_maxrss_kib'] / 1024:>11.0f} {r['children_maxrss_kib'] / 1024:>11.0f} {r['cpu_s']:>7.0f}")
     walls = {(s, e): r["wall"] for s, e, r in rows}
     for engine in engines:
         for lo, hi in ((1, 10), (10, 100)):
