@@ -345,7 +345,7 @@ def _run_map(datasets: Any, config: DataConfig, work: Path, strict: bool, num_pr
                                           features=raw_features(), cache_dir=str(work / "hf"),
                                           writer_batch_size=RAW_BATCH)
     raw_files, n_items = [f["filename"] for f in raw.cache_files], raw.num_rows
-    del raw  # unmapped: the build process keeps no pages of the item files
+    del raw  # unmapped: the build process holds the item files only while it maps a chunk
     n_chunks = max(1, -(-n_items // MAP_CHUNK))
     bounds = [n_items * k // n_chunks for k in range(n_chunks + 1)]  # even chunks: none smaller than num_proc
     files: list[str] = []
