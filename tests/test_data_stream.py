@@ -83,17 +83,30 @@ def _assert_same_build(a: Path, b: Path) -> None:
         assert np.max(np.abs(cx - cy) / unit) < 1e-9, bid
 
 
-@pytest.mark.parametrize("skip", [False, True], ids=["strict", "skip_invalid"])
-def test_stream_equals_memory(tmp_path: Path, skip: bool) -> None:
+@pytest.mark.parametrize("skip, chunk, num_proc", [(False, None, 2), (True, None, 2), (True, 97, 2), (False, 97, 1)],
+                         ids=["strict", "skip_invalid", "skip_invalid_chunks_of_97", "strict_chunks_of_97_in_process"])
+def test_stream_equals_memory(tmp_path: Path, skip: bool, chunk: int | None, num_proc: int, monkeypatch) -> None:
+    """chunk: items per datasets.map call (and rows per item-file batch), small so that the items of one
+    source and the duplicates span several map calls (each with its own workers when num_proc > 1)."""
+    if chunk is not None:
+        from polyalign.data import stream
+
+        monkeypatch.setattr(stream, "MAP_CHUNK", chunk)
+        monkeypatch.setattr(stream, "RAW_BATCH", chunk // 3)
     extras = _extras() if skip else {"en_dolly": _extras()["en_dolly"][:5], "zh_crosswoz": _extras()["zh_crosswoz"]}
     cfg = load_data_config(_slice_config(tmp_path, extra_lines=extras, skip=skip, fixed="zh_drcd"))
     mem = build_dataset(cfg, tmp_path / "mem", progress=False, engine="memory")
-    st = build_dataset(cfg, tmp_path / "st", progress=False, engine="stream", num_proc=2)
+    st = build_dataset(cfg, tmp_path / "st", progress=False, engine="stream", num_proc=num_proc)
     assert mem["duplicates_removed"] >= 6 and (mem["invalid"] >= 3 if skip else mem["invalid"] == 0), mem
     for key in set(mem) - {"out_dir", "wall_time_s", "timings", "engine", "num_proc"}:
         assert st[key] == mem[key], key
     _assert_same_build(tmp_path / "mem", tmp_path / "st")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    if chunk is not None:
+        from polyalign.data import stream
+
+        items = sum(1 for _ in stream.read_items(cfg, strict=False))
+        assert items > 3 * chunk, items  # several map calls
 
 
 def test_strict_errors_match_memory(tmp_path: Path) -> None:

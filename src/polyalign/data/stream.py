@@ -5,7 +5,9 @@ records.
 1. Read: every source's items are written to an Arrow dataset (datasets.Dataset.from_generator), one row per
    item, in input order.
 2. Normalize + features: datasets.map with `num_proc` workers turns each item into record rows (stream_rows):
-   the record's JSON line, its split (a pure function of its split key), hashes and its feature vector.
+   the record's JSON line, its split (a pure function of its split key), hashes and its feature vector. The
+   items are mapped in chunks of MAP_CHUNK, each with fresh workers, so that the memory-mapped pages a process
+   touches (resident until it unmaps the file or exits) are bounded by a chunk (see _map_chunk).
 3. Index: the main process reads the small columns (about 60 bytes per record: positions, split, codes and
    64/128-bit hashes) to raise or count bad items in input order, check ids, leakage and duplicates with sorts
    over hashes (candidates are re-checked on the strings), and count records per bucket and split.
@@ -44,6 +46,9 @@ from .stream_rows import (ERROR, FILTERED, ITEM, KEY_SEP, fixed_splits, normaliz
 
 MAX_ERROR_EXAMPLES = 5
 MAP_BATCH = 256  # items per map call (each call is one feature_matrix pass)
+MAP_CHUNK = 1 << 15  # items per datasets.map call (own worker processes; about 50 MB of items; see _map_chunk)
+RAW_BATCH = 4096  # rows per record batch of the item files (datasets reads every batch's header when it maps a
+# file, and each read keeps about 64 KiB of the file resident: the kernel maps the pages around a fault)
 ROW_GROUP = 65536  # rows per parquet row group of features/*.parquet
 
 
@@ -334,15 +339,40 @@ def _ours(exc: BaseException) -> BaseException:
 
 
 def _run_map(datasets: Any, config: DataConfig, work: Path, strict: bool, num_proc: int) -> tuple[list[str], int]:
-    """from_generator(read_items), then map(normalize_batch) with num_proc workers."""
+    """from_generator(read_items), then map(normalize_batch) with num_proc workers, one chunk of MAP_CHUNK items
+    at a time (see _map_chunk)."""
     raw = datasets.Dataset.from_generator(read_items, gen_kwargs={"config": config, "strict": strict},
-                                          features=raw_features(), cache_dir=str(work / "hf"))
-    mapped = raw.map(normalize_batch, batched=True, batch_size=MAP_BATCH, num_proc=num_proc if num_proc > 1
-                     else None, fn_kwargs={"config": config, "fixed": fixed_splits(config)},
-                     remove_columns=raw.column_names, features=out_features(),
-                     cache_file_name=str(work / "mapped.arrow"), desc="normalize + features")
+                                          features=raw_features(), cache_dir=str(work / "hf"),
+                                          writer_batch_size=RAW_BATCH)
+    raw_files, n_items = [f["filename"] for f in raw.cache_files], raw.num_rows
+    del raw  # unmapped: the build process holds the item files only while it maps a chunk
+    n_chunks = max(1, -(-n_items // MAP_CHUNK))
+    bounds = [n_items * k // n_chunks for k in range(n_chunks + 1)]  # even chunks: none smaller than num_proc
+    files: list[str] = []
+    n_rows = 0
+    for k in range(n_chunks):
+        chunk_files, rows = _map_chunk(datasets, config, raw_files, bounds[k], bounds[k + 1],
+                                       work / f"mapped_{k:05d}.arrow", num_proc)
+        files += chunk_files
+        n_rows += rows
+    return files, n_rows
+
+
+def _map_chunk(datasets: Any, config: DataConfig, raw_files: Sequence[str], start: int, stop: int, out: Path,
+               num_proc: int) -> tuple[list[str], int]:
+    """Items [start, stop) of the item files mapped to `out` (one file per worker): (files, rows).
+
+    Every chunk opens the item files afresh and drops them when mapped, and gets its own worker processes (one
+    datasets.map call each): the pages of the memory-mapped item and output files that a process touches stay
+    resident (in its RSS) until it unmaps them or exits, so they are bounded by a chunk, not by the corpus."""
+    source = datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in raw_files])
+    part = source.select(range(start, stop))
+    mapped = part.map(normalize_batch, batched=True, batch_size=MAP_BATCH,
+                      num_proc=num_proc if num_proc > 1 else None,
+                      fn_kwargs={"config": config, "fixed": fixed_splits(config)}, remove_columns=part.column_names,
+                      features=out_features(), cache_file_name=str(out), desc="normalize + features")
     files, n_rows = [f["filename"] for f in mapped.cache_files], mapped.num_rows
-    del raw, mapped
+    del source, part, mapped
     return files, n_rows
 
 
