@@ -3,11 +3,14 @@
 Sections (run all by default, or pick with --sections):
   sft       median optimizer-step time of BucketSFTTrainer (bucket-normalized loss + DRO + per-bucket logging)
             over TRL's SFTTrainer, same model, same batches (sequential sampler), >= 20 steps; target ratio <= 1.05
-  padding_free  real tokens/s of the same batches padded and padding-free (TRL's padding_free collator; attention
-            sdpa with its block-diagonal mask, and sdpa_varlen) for plain SFT (TRL's SFTTrainer) and Bucket-SFT
-            (BucketSFTTrainer, normalized loss + DRO): same examples in the same order (sequential sampler),
-            alternating rounds, with each run's mean train loss (the same training); target: padding-free
-            Bucket-SFT >= 1.5x the tokens/s of padded
+  padding_free  real tokens/s (and tokens per CPU-second) of the same batches padded and padding-free (TRL's
+            padding_free collator; attention sdpa with its block-diagonal mask, and sdpa_varlen) for plain SFT (TRL's
+            SFTTrainer) and Bucket-SFT (BucketSFTTrainer, normalized loss + DRO), alternating rounds, with each run's
+            mean train loss (the same training) and the real-token fraction of the padded batches. Batch variants
+            (--pf-batches): `sequential` (the bench's examples in order) and `bucket_sampler` (Bucket-SFT's own
+            sampler at --bucket-temperature over --pool examples, as `polyalign train sft` draws them; plain SFT gets
+            the same stream). Every run of a variant is checked to have trained on the same batches. Target:
+            padding-free Bucket-SFT >= 1.5x the tokens/s of padded
   generate  batched generation tokens/s against one prompt at a time (same prompts, same decoding); target >= 4x
   hdpo      median optimizer-step time of HDPOTrainer (pair weights + expected-distance regularizer + anchor) over
             TRL's DPOTrainer, same model, same batches, reference log-probs precomputed in both, >= 20 steps; target
@@ -18,6 +21,8 @@ Usage:
   python benchmarks/bench_train.py --model runs/tiny-base --data runs/data
   python benchmarks/bench_train.py --preset gpu          # larger model/batches for a GPU
   python benchmarks/bench_train.py --sections padding_free --data runs/data   # bundled data: real length variance
+  python benchmarks/bench_train.py --sections padding_free --data runs/data --threads 1 \
+      --pf-batches bucket_sampler --pf-trainers bucket_sft --pf-attention sdpa_varlen --pool 2000
 """
 
 from __future__ import annotations
