@@ -3,11 +3,14 @@
 Sections (run all by default, or pick with --sections):
   sft       median optimizer-step time of BucketSFTTrainer (bucket-normalized loss + DRO + per-bucket logging)
             over TRL's SFTTrainer, same model, same batches (sequential sampler), >= 20 steps; target ratio <= 1.05
-  padding_free  real tokens/s of the same batches padded and padding-free (TRL's padding_free collator; attention
-            sdpa with its block-diagonal mask, and sdpa_varlen) for plain SFT (TRL's SFTTrainer) and Bucket-SFT
-            (BucketSFTTrainer, normalized loss + DRO): same examples in the same order (sequential sampler),
-            alternating rounds, with each run's mean train loss (the same training); target: padding-free
-            Bucket-SFT >= 1.5x the tokens/s of padded
+  padding_free  real tokens/s (and tokens per CPU-second) of the same batches padded and padding-free (TRL's
+            padding_free collator; attention sdpa with its block-diagonal mask, and sdpa_varlen) for plain SFT (TRL's
+            SFTTrainer) and Bucket-SFT (BucketSFTTrainer, normalized loss + DRO), alternating rounds, with each run's
+            mean train loss (the same training) and the real-token fraction of the padded batches. Batch variants
+            (--pf-batches): `sequential` (the bench's examples in order) and `bucket_sampler` (Bucket-SFT's own
+            sampler at --bucket-temperature over --pool examples, as `polyalign train sft` draws them; plain SFT gets
+            the same stream). Every run of a variant is checked to have trained on the same batches. Target:
+            padding-free Bucket-SFT >= 1.5x the tokens/s of padded
   generate  batched generation tokens/s against one prompt at a time (same prompts, same decoding); target >= 4x
   hdpo      median optimizer-step time of HDPOTrainer (pair weights + expected-distance regularizer + anchor) over
             TRL's DPOTrainer, same model, same batches, reference log-probs precomputed in both, >= 20 steps; target
@@ -26,6 +29,8 @@ Usage:
   python benchmarks/bench_train.py --preset gpu          # larger model/batches for a GPU
   python benchmarks/bench_train.py --sections padding_free --data runs/data   # bundled data: real length variance
   python benchmarks/bench_train.py --sections round      # one HDPO round of the demo (builds its own data)
+  python benchmarks/bench_train.py --sections padding_free --data runs/data --threads 1 \
+      --pf-batches bucket_sampler --pf-trainers bucket_sft --pf-attention sdpa_varlen --pool 2000
 """
 
 from __future__ import annotations
@@ -118,9 +123,10 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def sft_batches(args: argparse.Namespace, setup: dict[str, Any]) -> tuple[Any, list[str], list[dict[str, Any]],
-                                                                          Any, Any]:
-    """The SFT benchmarks' examples: (tokenizer, bucket names, examples, Bucket-SFT dataset, TRL dataset)."""
+def sft_batches(args: argparse.Namespace, setup: dict[str, Any], n: int | None = None) -> tuple[
+        Any, list[str], list[dict[str, Any]], Any, Any]:
+    """The SFT benchmarks' examples (`n` records, default the steps' batches and two spare):
+    (tokenizer, bucket names, examples, Bucket-SFT dataset, TRL dataset)."""
     from datasets import Dataset
 
     from polyalign.data.stratify import random_subset
@@ -128,7 +134,7 @@ def sft_batches(args: argparse.Namespace, setup: dict[str, Any]) -> tuple[Any, l
     from polyalign.train.examples import build_sft_examples, bucket_vocabulary
 
     tokenizer = load_tokenizer(setup["model_dir"], padding_side="right")
-    records = random_subset(setup["train"], args.batch * (args.steps + 2), args.seed)
+    records = random_subset(setup["train"], n or args.batch * (args.steps + 2), args.seed)
     names = bucket_vocabulary(setup["train"])
     examples, _ = build_sft_examples(records, tokenizer, {b: i for i, b in enumerate(names)},
                                      max_length=args.max_length)
@@ -188,9 +194,47 @@ def bench_sft(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]
 
 
 # ---- padded vs padding-free tokens/s ------------------------------------------------------------------------
+PF_BATCHES = {"sequential": "the examples in order (sequential sampler)",
+              "bucket_sampler": "Bucket-SFT's own sampler (BucketTemperatureSampler) over a pool of examples"}
+PF_ATTENTION = {"sdpa": "padding-free sdpa", "sdpa_varlen": "padding-free sdpa_varlen"}
+
+
+class RecordingCollator:
+    """Wrap a collator and keep the example lengths of every batch it builds (the batches a run really saw)."""
+
+    def __init__(self, inner: Callable[[list[dict[str, Any]]], dict[str, Any]]):
+        self.inner = inner
+        self.lengths: list[list[int]] = []
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        self.lengths.append([len(ex["input_ids"]) for ex in examples])
+        return self.inner(examples)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def pf_datasets(args: argparse.Namespace, setup: dict[str, Any], batches: str) -> dict[str, Any]:
+    """The examples of one batch variant: `sequential` (the bench's examples in order) or `bucket_sampler` (a pool
+    of --pool examples drawn by Bucket-SFT's sampler at --bucket-temperature, the way `polyalign train sft` draws
+    them; plain SFT gets the same stream as an ordered dataset)."""
+    from polyalign.train.sampler import BucketTemperatureSampler
+
+    if batches == "sequential":
+        tokenizer, names, _, ours_ds, trl_ds = sft_batches(args, setup)
+        return {"tokenizer": tokenizer, "names": names, "ours": ours_ds, "trl": trl_ds, "temperature": None}
+    tokenizer, names, _, pool, trl_pool = sft_batches(args, setup, n=args.pool)
+    order = BucketTemperatureSampler(pool["bucket_index"], args.bucket_temperature, seed=args.seed).indices()
+    return {"tokenizer": tokenizer, "names": names, "ours": pool, "temperature": args.bucket_temperature,
+            "trl": trl_pool.select(order[:args.batch * (args.steps + 2)].tolist())}
+
+
 @section("padding_free")
 def bench_padding_free(args: argparse.Namespace, setup: dict[str, Any]) -> dict[str, Any]:
-    """Tokens/s (real tokens, no padding) of the same batches padded and padding-free, SFT and Bucket-SFT."""
+    """Tokens/s (real tokens, no padding) of the same batches padded and padding-free, SFT and Bucket-SFT, for
+    each batch variant (--pf-batches); wall time and process CPU time, alternating rounds."""
     import torch
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
@@ -200,78 +244,118 @@ def bench_padding_free(args: argparse.Namespace, setup: dict[str, Any]) -> dict[
     from polyalign.train.end_of_turn import EndOfTurnLabelsMixin
     from polyalign.train.run import quiet_console_logs
 
-    tokenizer, names, examples, ours_ds, trl_ds = sft_batches(args, setup)
-    trl_cls = type("TRLSFTTrainer", (EndOfTurnLabelsMixin, SFTTrainer), {})  # our label rule, TRL's trainer
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    balance = {"bucket_balance": True, "bucket_temperature": None, "dro": True, "dro_eta": 0.1}
-
     import polyalign.train.varlen_attention  # noqa: F401  (registers attn_implementation="sdpa_varlen")
 
-    def run(kind: str, padding_free: bool, attention: str) -> dict[str, Any]:
+    batch_kinds = _choices(args.pf_batches, PF_BATCHES, "--pf-batches")
+    attentions = _choices(args.pf_attention, PF_ATTENTION, "--pf-attention")
+    kinds = _choices(args.pf_trainers, {"sft": 0, "bucket_sft": 0}, "--pf-trainers")
+    data = {b: pf_datasets(args, setup, b) for b in batch_kinds}
+    trl_cls = type("TRLSFTTrainer", (EndOfTurnLabelsMixin, SFTTrainer), {})  # our label rule, TRL's trainer
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+    def run(batches: str, kind: str, padding_free: bool, attention: str) -> dict[str, Any]:
+        d = data[batches]
         model = AutoModelForCausalLM.from_pretrained(setup["model_dir"], attn_implementation=attention)
-        common = dict(output_dir=str(Path(args.workdir) / f"pf-{kind}-{padding_free}"), bf16=bf16,
-                      gradient_checkpointing=False, save_strategy="no", report_to="none", learning_rate=1e-4,
-                      per_device_train_batch_size=args.batch, max_steps=args.steps, logging_steps=1,
-                      disable_tqdm=True, seed=args.seed, train_sampling_strategy="sequential",
+        common = dict(output_dir=str(Path(args.workdir) / f"pf-{batches}-{kind}-{padding_free}-{attention}"),
+                      bf16=bf16, gradient_checkpointing=False, save_strategy="no", report_to="none",
+                      learning_rate=1e-4, per_device_train_batch_size=args.batch, max_steps=args.steps,
+                      logging_steps=1, disable_tqdm=True, seed=args.seed, train_sampling_strategy="sequential",
                       dataloader_pin_memory=torch.cuda.is_available(), padding_free=padding_free)
-        common["output_dir"] += f"-{attention}"
         interval = StepIntervalTimer()
         if kind == "sft":  # TRL refuses padding_free with max_length (the examples are fitted already): None in both
-            trainer = trl_cls(model=model, args=SFTConfig(**common, max_length=None), train_dataset=trl_ds,
-                              processing_class=tokenizer, callbacks=[interval])
+            trainer = trl_cls(model=model, args=SFTConfig(**common, max_length=None), train_dataset=d["trl"],
+                              processing_class=d["tokenizer"], callbacks=[interval])
         else:
+            balance = {"bucket_balance": True, "bucket_temperature": d["temperature"], "dro": True, "dro_eta": 0.1}
             trainer = BucketSFTTrainer(model=model, args=BucketSFTConfig(**balance, **common,
                                                                          max_length=args.max_length),
-                                       train_dataset=ours_ds, processing_class=tokenizer, callbacks=[interval],
-                                       bucket_names=names)
+                                       train_dataset=d["ours"], processing_class=d["tokenizer"],
+                                       callbacks=[interval], bucket_names=d["names"])
+        trainer.data_collator = recorder = RecordingCollator(trainer.data_collator)
         quiet_console_logs(trainer)
         trainer.train()
-        lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
-        step_tokens = [sum(lengths[i * args.batch:(i + 1) * args.batch]) for i in range(args.steps)]
-        step_widths = [args.batch * max(lengths[i * args.batch:(i + 1) * args.batch]) for i in range(args.steps)]
+        lengths = recorder.lengths[:args.steps]  # the data loader may collate one batch ahead
         timed = slice(args.warmup, args.steps)
-        seconds = sum(interval.times[timed])
+        tokens = sum(sum(b) for b in lengths[timed])
+        padded = sum(len(b) * max(b) for b in lengths[timed])
+        seconds, cpu = sum(interval.times[timed]), sum(interval.cpu_times[timed])
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        return {"tokens_per_s": sum(step_tokens[timed]) / seconds, "seconds": seconds,
-                "tokens": sum(step_tokens[timed]), "padded_tokens": sum(step_widths[timed]),
+        return {"tokens_per_s": tokens / seconds, "tokens_per_cpu_s": tokens / cpu, "seconds": seconds,
+                "cpu_seconds": cpu, "tokens": tokens, "padded_tokens": padded, "lengths": lengths,
                 "mean_loss": statistics.fmean(losses), "losses": losses}
 
-    # padded (sdpa), padding-free with sdpa's block-diagonal mask, padding-free example by example (sdpa_varlen);
+    # padded (sdpa); padding-free with sdpa's block-diagonal mask and/or example by example (sdpa_varlen);
     # on a GPU with flash-attn installed, add flash_attention_2 here
-    variants = (("padded", False, "sdpa"), ("padding-free sdpa", True, "sdpa"),
-                ("padding-free sdpa_varlen", True, "sdpa_varlen"))
-    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    variants = [("padded", False, "sdpa")] + [(PF_ATTENTION[a], True, a) for a in attentions]
+    results: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for _ in range(args.rounds):  # alternate to spread machine noise over every variant
-        for kind in ("sft", "bucket_sft"):
-            for name, padding_free, attention in variants:
-                results.setdefault((kind, name), []).append(run(kind, padding_free, attention))
+        for batches in batch_kinds:
+            for kind in kinds:
+                for name, padding_free, attention in variants:
+                    results.setdefault((batches, kind, name), []).append(
+                        run(batches, kind, padding_free, attention))
+    labels = {"sft": "SFT (TRL SFTTrainer)", "bucket_sft": "Bucket-SFT (normalized + DRO)"}
     rows, out = [], {}
-    for kind, label in (("sft", "SFT (TRL SFTTrainer)"), ("bucket_sft", "Bucket-SFT (normalized + DRO)")):
-        padded = results[(kind, "padded")]
-        tps_padded = statistics.median(r["tokens_per_s"] for r in padded)
-        out[kind] = {"padded_tokens_per_s": round(tps_padded, 1), "mean_loss_padded": round(padded[0]["mean_loss"], 5)}
-        rows.append((label, "padded", tps_padded, 1.0, padded[0]["mean_loss"], 0.0))
-        for name, _, _ in variants[1:]:
-            packed = results[(kind, name)]
-            tps = statistics.median(r["tokens_per_s"] for r in packed)
-            gap = max(abs(a - b) for a, b in zip(padded[0]["losses"], packed[0]["losses"]))
-            out[kind][name] = {"tokens_per_s": round(tps, 1), "ratio_over_padded": round(tps / tps_padded, 3),
-                               "per_round_ratio": [round(b["tokens_per_s"] / a["tokens_per_s"], 3)
-                                                   for a, b in zip(padded, packed)],
-                               "mean_loss": round(packed[0]["mean_loss"], 5), "max_step_loss_gap": float(f"{gap:.3g}")}
-            rows.append((label, name, tps, tps / tps_padded, packed[0]["mean_loss"], gap))
-    first = results[("bucket_sft", "padded")][0]
+    for batches in batch_kinds:
+        seen = [r["lengths"] for key, runs in results.items() if key[0] == batches for r in runs]
+        if any(x != seen[0] for x in seen):  # every run of a batch variant must have trained on the same batches
+            raise RuntimeError(f"padding_free bench: the runs of batch variant {batches!r} saw different batches")
+        first = results[(batches, kinds[0], "padded")][0]
+        fraction = first["tokens"] / first["padded_tokens"]
+        out[batches] = {"batches": PF_BATCHES[batches], "real_token_fraction": round(fraction, 4)}
+        if batches == "bucket_sampler":
+            out[batches].update(pool=args.pool, temperature=args.bucket_temperature)
+        for kind in kinds:
+            padded = results[(batches, kind, "padded")]
+            entry: dict[str, Any] = {"padded_tokens_per_s": _median(padded, "tokens_per_s"),
+                                     "padded_tokens_per_cpu_s": _median(padded, "tokens_per_cpu_s"),
+                                     "mean_loss_padded": round(padded[0]["mean_loss"], 5)}
+            rows.append((batches, fraction, labels[kind], "padded", entry["padded_tokens_per_s"], [1.0],
+                         entry["padded_tokens_per_cpu_s"], [1.0], padded[0]["mean_loss"], 0.0))
+            for name, _, _ in variants[1:]:
+                packed = results[(batches, kind, name)]
+                wall = [b["tokens_per_s"] / a["tokens_per_s"] for a, b in zip(padded, packed)]
+                cpu = [b["tokens_per_cpu_s"] / a["tokens_per_cpu_s"] for a, b in zip(padded, packed)]
+                gap = max(abs(a - b) for a, b in zip(padded[0]["losses"], packed[0]["losses"]))
+                entry[name] = {"tokens_per_s": _median(packed, "tokens_per_s"),
+                               "tokens_per_cpu_s": _median(packed, "tokens_per_cpu_s"),
+                               "ratio_over_padded": round(statistics.median(wall), 3),
+                               "per_round_ratio": [round(x, 3) for x in wall],
+                               "cpu_ratio_over_padded": round(statistics.median(cpu), 3),
+                               "per_round_cpu_ratio": [round(x, 3) for x in cpu],
+                               "mean_loss": round(packed[0]["mean_loss"], 5),
+                               "max_step_loss_gap": float(f"{gap:.3g}")}
+                rows.append((batches, fraction, labels[kind], name, entry[name]["tokens_per_s"], wall,
+                             entry[name]["tokens_per_cpu_s"], cpu, packed[0]["mean_loss"], gap))
+            out[batches][kind] = entry
     print(f"\npadded vs padding-free, {args.steps - args.warmup} timed steps x batch {args.batch}, max_length "
-          f"{args.max_length}, {args.rounds} alternating rounds; real tokens are "
-          f"{first['tokens'] / first['padded_tokens']:.0%} of the padded batches; load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{'trainer':<31} {'batches':<25} {'tokens/s':>9} {'vs padded':>10} {'mean loss':>10} "
-          f"{'max step loss gap':>18}")
-    for label, name, tps, ratio, loss, gap in rows:
-        print(f"{label:<31} {name:<25} {tps:>9.1f} {ratio:>9.2f}x {loss:>10.5f} {gap:>18.2g}")
+          f"{args.max_length}, {args.rounds} alternating rounds (ratios: median over rounds [min-max]); torch "
+          f"threads {torch.get_num_threads()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{'batches':<15} {'real':>5} {'trainer':<30} {'run':<25} {'tokens/s':>9} {'vs padded':>20} "
+          f"{'tok/cpu-s':>9} {'vs padded (cpu)':>20} {'mean loss':>9} {'loss gap':>8}")
+    for batches, fraction, label, name, tps, wall, tpc, cpu, loss, gap in rows:
+        print(f"{batches:<15} {fraction:>5.0%} {label:<30} {name:<25} {tps:>9.1f} {_spread(wall):>20} "
+              f"{tpc:>9.1f} {_spread(cpu):>20} {loss:>9.5f} {gap:>8.2g}")
     return {**out, "steps_timed": args.steps - args.warmup, "rounds": args.rounds, "batch": args.batch,
-            "max_length": args.max_length, "real_token_fraction": round(first["tokens"] / first["padded_tokens"], 4),
+            "max_length": args.max_length, "torch_threads": torch.get_num_threads(),
             "target": "bucket_sft padding-free ratio >= 1.5"}
+
+
+def _choices(value: str, allowed: dict[str, Any], flag: str) -> list[str]:
+    names = [x.strip() for x in value.split(",") if x.strip()]
+    unknown = [x for x in names if x not in allowed]
+    if unknown or not names:
+        raise SystemExit(f"{flag}: unknown or empty {unknown or value!r}; choose from {', '.join(allowed)}")
+    return names
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return round(statistics.median(r[key] for r in runs), 1)
+
+
+def _spread(ratios: list[float]) -> str:
+    med = statistics.median(ratios)
+    return f"{med:.2f}x" if len(ratios) == 1 else f"{med:.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]"
 
 
 # ---- generation throughput -----------------------------------------------------------------------------------
@@ -336,8 +420,9 @@ def bench_pair_rows(records: list[Any], n: int, seed: int) -> list[dict[str, Any
 
 
 class StepIntervalTimer:
-    """TrainerCallback: wall time between consecutive optimizer-step ends (the whole loop: fetching the
-    micro-batches, the step statistics' all-reduce, forward/backward, optimizer, logging)."""
+    """TrainerCallback: wall time (`times`) and this process's CPU time (`cpu_times`) between consecutive
+    optimizer-step ends (the whole loop: fetching the micro-batches, the step statistics' all-reduce,
+    forward/backward, optimizer, logging)."""
 
     def __new__(cls):
         from transformers import TrainerCallback
@@ -345,17 +430,20 @@ class StepIntervalTimer:
         class _Timer(TrainerCallback):
             def __init__(self) -> None:
                 self.times: list[float] = []
+                self.cpu_times: list[float] = []
                 self._t: float | None = None
+                self._c = 0.0
 
             def on_train_begin(self, args, state, control, **kw):  # noqa: ANN001
                 _sync()
-                self._t = time.perf_counter()
+                self._t, self._c = time.perf_counter(), time.process_time()
 
             def on_step_end(self, args, state, control, **kw):  # noqa: ANN001
                 _sync()
-                now = time.perf_counter()
+                now, cpu = time.perf_counter(), time.process_time()
                 self.times.append(now - self._t)
-                self._t = now
+                self.cpu_times.append(cpu - self._c)
+                self._t, self._c = now, cpu
 
         return _Timer()
 
@@ -540,6 +628,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="steps excluded from the median")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--pf-batches", default="sequential,bucket_sampler",
+                        help=f"padding_free section: batch variants ({', '.join(PF_BATCHES)})")
+    parser.add_argument("--pf-attention", default="sdpa,sdpa_varlen",
+                        help=f"padding_free section: padding-free attentions ({', '.join(PF_ATTENTION)})")
+    parser.add_argument("--pf-trainers", default="sft,bucket_sft", help="padding_free section: sft, bucket_sft")
+    parser.add_argument("--pool", type=int, default=4000, help="padding_free bucket_sampler: examples the sampler "
+                        "draws from (configs/train/bucket_sft.yaml's max_train_samples)")
+    parser.add_argument("--bucket-temperature", type=float, default=2.0, help="padding_free bucket_sampler: the "
+                        "sampler's temperature (BucketSFTConfig's default)")
     parser.add_argument("--critic", help="critic bundle for the HDPO section's scoring throughput (default: fit "
                                          "a small one on the bench records)")
     parser.add_argument("--round-prep-steps", type=int, default=40, help="round section: pretraining and SFT steps "
