@@ -167,6 +167,9 @@ class Comparison(Artifact):
                 "significant": sum(1 for t in tests if t.get("significant"))}
 
 
+ROUNDS_PLOT = "rounds.png"  # the per-round plot of a rounds_<method> folder (eval/rounds_plot.py)
+
+
 class RoundsTable(Artifact):
     """rounds_<method>: rounds.json, rounds.md and rounds.png (polyalign.eval.rounds), one row per round."""
 
@@ -183,7 +186,7 @@ class RoundsTable(Artifact):
     @property
     def plot(self) -> Path:
         """rounds.png."""
-        return self.path / "rounds.png"
+        return self.path / ROUNDS_PLOT
 
     def summary(self) -> dict[str, Any]:
         if not self.file.exists():

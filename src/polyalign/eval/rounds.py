@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..artifacts import ROUNDS_PLOT
 from ..critic.distance import SupportDistance
 from ..critic.featurize import linguistic_feature_names, linguistic_features
 from ..critic.fit import load_bucket_stats, load_split_features, read_prediction_rows
@@ -22,7 +23,7 @@ from ..errors import PolyAlignError
 from ..io import read_json, write_json, write_text
 from .tables import fmt, md_table
 
-PLOT_FILE = "rounds.png"
+PLOT_FILE = ROUNDS_PLOT
 CRITIC_COLUMNS = ("heldout_auc", "heldout_auc_without_length", "heldout_auc_length_matched",
                   "heldout_auc_length_only", "distance_length_mismatch_spearman")
 

@@ -26,13 +26,11 @@ from typing import Any
 
 from ..data.stratify import stratified_sample
 from ..errors import ConfigError, PolyAlignError
-from ..artifacts import Comparison, Critic, DataBuild, Evaluation, ExternalModel, ModelDir, Pairs, Predictions, \
-    RoundsTable, SuiteDir
+from ..artifacts import ROUNDS_PLOT, Comparison, Critic, DataBuild, Evaluation, ExternalModel, ModelDir, Pairs, \
+    Predictions, RoundsTable, SuiteDir
 from ..io import write_json
 from .config import POLICIES, STAGE_SECTIONS, PipelineConfig, merged, resolve_section
 from .graph import Stage, StageContext
-
-PLOT_FILE = "rounds.png"  # eval/rounds.py's PLOT_FILE (not imported: the graph is built without the evaluation)
 
 
 # Every stage body, and each config check of the Wiring, imports its stage's module inside the function: the graph
@@ -617,7 +615,7 @@ def _round_stages(w: Wiring, method: str) -> list[Stage]:
         stages.append(Stage(f"rounds_{method}", _rounds_table(w, method), deps=tuple(deps), output=RoundsTable,
                             config={"method": method, "rounds": spec.rounds, "critic": spec.critic,
                                     "context_key": list(c.suite.context_key), "rows": len(rows),
-                                    "plot": PLOT_FILE},
+                                    "plot": ROUNDS_PLOT},
                             description=f"{c.label(method)}: per-round critic AUC, distances and lengths"))
     return stages
 
