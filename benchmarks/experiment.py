@@ -32,9 +32,12 @@ from polyalign.cli.pipeline import _log  # noqa: E402
 from polyalign.progress import quiet_libraries  # noqa: E402
 from polyalign.eval.headline import HEADLINE_METRICS  # noqa: E402
 from polyalign.eval.registry import load_all  # noqa: E402
+from polyalign.eval.rounds import seed_length_rows, seed_rounds_rows  # noqa: E402
+from polyalign.eval.tables import md_table  # noqa: E402
 from polyalign.eval.significance import holm, seed_pooled_difference  # noqa: E402
 from polyalign.io import read_json, write_text  # noqa: E402
 from polyalign.pipeline.run import run_pipeline  # noqa: E402
+from polyalign.pipeline.stages import rounds_methods  # noqa: E402
 
 SHARED_STAGES = ("data", "base", "suite")
 SLICES = [("overall", "all"), ("by_language/en", "EN"), ("by_language/zh", "ZH"), ("by_track/single", "single"),
@@ -168,6 +171,7 @@ def main() -> None:
     evals: dict[str, list[dict]] = {}
     labels: dict[str, str] = {}
     contrasts: list[tuple[str, str]] = []
+    rounds: dict[str, list[dict]] = {}
     started = time.time()
     for i, seed in enumerate(seeds):
         workdir = root / f"seed{seed}"
@@ -184,22 +188,39 @@ def main() -> None:
         wall[seed] = time.time() - t0
         for method in config.methods:
             evals.setdefault(method, []).append(read_json(workdir / f"eval_{method}" / "metrics.json"))
+        for method in rounds_methods(config):
+            rounds.setdefault(method, []).append(read_json(workdir / f"rounds_{method}" / "rounds.json"))
         # written after every seed, so that an interrupted experiment still leaves the seeds it finished
-        text = results_text(evals, labels, contrasts, seeds[: i + 1], wall, args.config, started)
+        text = results_text(evals, labels, contrasts, seeds[: i + 1], wall, args.config, started, rounds)
         out = Path(args.out) if args.out else root / "results.md"
         write_text(out, text)
         print(f"written: {out} ({i + 1} of {len(seeds)} seeds)", flush=True)
     print(text)
 
 
+def rounds_tables(rounds: dict[str, list[dict]], labels: dict[str, str]) -> str:
+    """Markdown: each multi-round method's per-round table (critic AUCs, distances, lengths), mean ± seed sd."""
+    lines = []
+    for method, tables in rounds.items():
+        lines += [f"**Rounds: {labels[method]}** (row k = the policy entering round k, scored by round k's critic; "
+                  f"row K + 1 = the last model; mean ± seed sd over {len(tables)} seed(s); per seed: "
+                  f"rounds_{method}/rounds.md)", "", md_table(*seed_rounds_rows(tables)), "",
+                  "*Output length per context group, model / human (seed means)*", "",
+                  md_table(*seed_length_rows(tables)), ""]
+    return "\n".join(lines)
+
+
 def results_text(evals: dict[str, list[dict]], labels: dict[str, str], contrasts: list[tuple[str, str]],
-                 seeds: list[int], wall: dict[int, float], config: str, started: float) -> str:
-    """The whole results.md: command, config, load average, and the tables of `results_tables`."""
+                 seeds: list[int], wall: dict[int, float], config: str, started: float,
+                 rounds: dict[str, list[dict]] | None = None) -> str:
+    """The whole results.md: command, config, load average, the tables of `results_tables` and, for methods
+    with rounds, those of `rounds_tables`."""
     command = " ".join(["python", "benchmarks/experiment.py", *sys.argv[1:]])
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"# PolyAlign experiment\n\nCommand: `{command}`\n\nConfig: `{config}` (methods: "
             f"{', '.join(labels.values())}). Wall time so far {(time.time() - started) / 60:.1f} min on this "
-            f"machine (load average at the end {load}).\n\n{results_tables(evals, labels, contrasts, seeds, wall)}\n")
+            f"machine (load average at the end {load}).\n\n{results_tables(evals, labels, contrasts, seeds, wall)}\n"
+            + (f"\n{rounds_tables(rounds, labels)}\n" if rounds else ""))
 
 
 if __name__ == "__main__":

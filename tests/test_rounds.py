@@ -425,3 +425,33 @@ def test_a_round_critic_below_the_gate_stops_the_run_at_its_round(tmp_path, shar
     metrics = read_json(runs / "critic_hdpo_r2" / "metrics.json")
     assert f"AUC human vs policy is {metrics['heldout_auc']:.3f}" in message  # the refused fit, the same numbers
     assert metrics["min_auc"] == 0.5 and read_json(runs / "critic" / "metrics.json")["min_auc"] == 0.0
+
+
+def _seed_table(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"method": "hdpo", "context_key": ["language"], "rows": rows}
+
+
+def _seed_row(k: int, auc: float | None, length: float, length_en: float | None) -> dict[str, Any]:
+    by_context = {"en": {"model": length_en, "human": 10.0}} if length_en is not None else {}
+    return {"round": k, "policy": f"p{k}", "critic_auc": auc, "length_tokens": length,
+            "length_by_context": by_context}
+
+
+def test_seed_rounds_rows_are_means_and_sample_sds_over_the_seeds():
+    from polyalign.eval.rounds import seed_length_rows, seed_rounds_rows
+
+    tables = [_seed_table([_seed_row(1, 0.9, 20.0, 30.0), _seed_row(2, 0.7, 12.0, 14.0)]),
+              _seed_table([_seed_row(1, 0.8, 24.0, None), _seed_row(2, None, 16.0, 18.0)]),
+              _seed_table([_seed_row(1, 0.7, 28.0, 50.0), _seed_row(2, 0.5, 14.0, 16.0)])]
+    header, rows = seed_rounds_rows(tables)
+    col = {name: i for i, name in enumerate(header)}
+    assert rows[0][col["AUC"]] == "0.800 ± 0.100"            # mean 0.8, sd sqrt(((0.1)^2 * 2) / 2)
+    assert rows[1][col["AUC"]] == "0.600 ± 0.141"            # the seed without a value is left out
+    assert rows[0][col["length model"]] == "24.000 ± 4.000"
+    assert rows[0][col["d model"]] == "–"                     # no seed has it
+    assert rows[1][col["seeds"]] == "3" and rows[1][col["policy"]] == "p2"
+    header, rows = seed_length_rows(tables)
+    assert header == ["round", "en"]
+    assert rows == [["1", "40.000 / 10.000"], ["2", "16.000 / 10.000"]]
+    with pytest.raises(PolyAlignError, match="different rounds"):
+        seed_rounds_rows([tables[0], _seed_table([_seed_row(1, 0.9, 20.0, None)])])

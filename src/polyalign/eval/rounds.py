@@ -151,6 +151,52 @@ def length_rows(table: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     return ["round", *groups], rows
 
 
+SEED_COLUMNS = tuple(c for c in COLUMNS if c[0] not in ("round", "policy", "critic_in_sample"))
+
+
+def seed_rounds_rows(tables: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of one method's per-round table over several seeds (one table per seed, same rounds):
+    each numeric cell 'mean ± sd' over the seeds that have it (sd with ddof 1; the mean alone for one seed),
+    and the number of seeds."""
+    if not tables:
+        raise PolyAlignError("no per-round tables to combine")
+    rounds = [[row["round"] for row in t["rows"]] for t in tables]
+    if any(r != rounds[0] for r in rounds):
+        raise PolyAlignError(f"the seeds' per-round tables have different rounds: {rounds}")
+    header = ["round", "policy", *(c[1] for c in SEED_COLUMNS), "seeds"]
+    rows = []
+    for i, k in enumerate(rounds[0]):
+        cells = [str(k), str(tables[0]["rows"][i]["policy"])]
+        for key, _ in SEED_COLUMNS:
+            values = np.array([t["rows"][i].get(key) for t in tables if t["rows"][i].get(key) is not None], float)
+            if len(values) == 0:
+                cells.append(fmt(None))
+            elif len(values) == 1:
+                cells.append(fmt(float(values[0])))
+            else:
+                cells.append(f"{fmt(float(values.mean()))} ± {fmt(float(values.std(ddof=1)))}")
+        rows.append([*cells, str(len(tables))])
+    return header, rows
+
+
+def seed_length_rows(tables: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of output length per context group over several seeds: 'model / human' cells, each side
+    the mean over the seeds that have it."""
+    groups = sorted({g for t in tables for row in t["rows"] for g in row["length_by_context"]})
+    rows = []
+    for i, row in enumerate(tables[0]["rows"]):
+        cells = []
+        for g in groups:
+            sides = []
+            for side in ("model", "human"):
+                values = [v for t in tables if (v := t["rows"][i]["length_by_context"].get(g, {}).get(side))
+                          is not None]
+                sides.append(fmt(float(np.mean(values))) if values else fmt(None))
+            cells.append(" / ".join(sides))
+        rows.append([str(row["round"]), *cells])
+    return ["round", *groups], rows
+
+
 def rounds_markdown(table: Mapping[str, Any]) -> str:
     """rounds.md: the plot, one line per round, then output length per context group."""
     lines = [f"# Rounds: {table['method']}", "", f"![per-round critic AUC, distances and lengths]({PLOT_FILE})", "",
