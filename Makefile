@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.polyalign-installed
 
-.PHONY: demo test test-slow test-faults test-all bench browser clean smollm2 experiment experiment-smollm2
+.PHONY: demo test test-slow test-faults test-all bench browser clean smollm2 experiment experiment-smollm2 \
+	experiment-rounds experiment-smollm2-rounds
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +66,15 @@ experiment: $(STAMP)
 experiment-smollm2: smollm2
 	$(BIN)/python benchmarks/experiment.py --config configs/pipeline/smollm2.yaml --root runs/experiment_smollm2 \
 		--seeds 0,1,2
+
+# HDPO in rounds next to iterated SPIN (docs/hdpo.md, "Rounds"); they reuse the ladders' cached stages above.
+experiment-rounds: $(STAMP)
+	$(BIN)/python benchmarks/experiment.py --config configs/pipeline/rounds.yaml --root runs/experiment --seeds 0,1,2 \
+		--out runs/experiment/results_rounds.md
+
+experiment-smollm2-rounds: smollm2
+	$(BIN)/python benchmarks/experiment.py --config configs/pipeline/smollm2_rounds.yaml \
+		--root runs/experiment_smollm2 --seeds 0,1,2 --out runs/experiment_smollm2/results_rounds.md
 
 clean:
 	rm -rf runs .pytest_cache build src/*.egg-info

@@ -455,3 +455,20 @@ def test_seed_rounds_rows_are_means_and_sample_sds_over_the_seeds():
     assert rows == [["1", "40.000 / 10.000"], ["2", "16.000 / 10.000"]]
     with pytest.raises(PolyAlignError, match="different rounds"):
         seed_rounds_rows([tables[0], _seed_table([_seed_row(1, 0.9, 20.0, None)])])
+
+
+def test_smollm2_rounds_config_keeps_the_one_round_hdpo_and_trains_lora_rounds():
+    path = PIPELINES / "smollm2_rounds.yaml"
+    w = Wiring(load_pipeline_config(path), path)
+    stages = {s.name: s for s in build_stages(w)}
+    assert "hdpo" not in stages, "smollm2.yaml's one-round hdpo in the same work folder is left alone"
+    assert stages["hdpo_rounds_r1"].deps == ("bucket_sft", "pairs_bucket_sft")
+    assert stages["hdpo_rounds"].deps == ("hdpo_rounds_r2", "pairs_hdpo_rounds_r3")
+    assert {"rounds_hdpo_rounds", "rounds_spin"} <= set(stages["compare"].deps)
+    one = Wiring(load_pipeline_config(PIPELINES / "smollm2.yaml", {"workdir": w.config.workdir}),
+                 PIPELINES / "smollm2.yaml")
+    assert stages["hdpo_rounds_r1"].config == {s.name: s for s in build_stages(one)}["hdpo"].config
+    later = w.preference_config("hdpo_rounds", round=2)
+    assert later.model == w.model_path("hdpo_rounds_r1") and later.lora.enabled and later.lora.merge
+    assert [w.config.label(m) for m in ("hdpo_rounds_r2", "hdpo_rounds", "spin_r1")] == ["HDPO-R r2", "HDPO-R",
+                                                                                        "SPIN r1"]
