@@ -67,7 +67,7 @@ experiment-smollm2: smollm2
 	$(BIN)/python benchmarks/experiment.py --config configs/pipeline/smollm2.yaml --root runs/experiment_smollm2 \
 		--seeds 0,1,2
 
-# HDPO in rounds next to iterated SPIN (docs/hdpo.md, "Rounds"); they reuse the ladders' cached stages above.
+# HDPO in rounds next to iterated SPIN (docs/hdpo.md, "Rounds"), reusing the two experiments' cached stages above.
 experiment-rounds: $(STAMP)
 	$(BIN)/python benchmarks/experiment.py --config configs/pipeline/rounds.yaml --root runs/experiment --seeds 0,1,2 \
 		--out runs/experiment/results_rounds.md

@@ -8,7 +8,8 @@ shared: every seed trains, samples, fits the critic, builds pairs, trains the pr
 scores anew. Prints (and writes as Markdown) the context view's headline metrics per method (the config's
 `methods:`, in order), overall, per language and per track: mean ± seed sd with a 95% CI that covers both the
 items (paired bootstrap draws, the same for every method and seed) and the seeds; the held-out and same-prompt
-human ceilings; and the config's contrasts as paired tests with Holm's correction.
+human ceilings; the config's contrasts as paired tests with Holm's correction; and, for methods trained in
+rounds, the per-round table (critic AUCs, distances, lengths) as mean ± seed sd.
 
     python benchmarks/experiment.py --seeds 0,1,2 --root runs/experiment --out runs/experiment/results.md
     python benchmarks/experiment.py --config configs/pipeline/demo.yaml   # the demo's five methods only
