@@ -23,7 +23,6 @@ from ..errors import PolyAlignError
 from ..io import read_json, write_json, write_text
 from .tables import fmt, md_table
 
-PLOT_FILE = ROUNDS_PLOT
 CRITIC_COLUMNS = ("heldout_auc", "heldout_auc_without_length", "heldout_auc_length_matched",
                   "heldout_auc_length_only", "distance_length_mismatch_spearman")
 
@@ -142,13 +141,7 @@ def table_rows(table: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def length_rows(table: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of output length per context group, 'model / human' cells."""
-    groups = sorted({g for row in table["rows"] for g in row["length_by_context"]})
-    rows = []
-    for row in table["rows"]:
-        cells = [f"{fmt(v.get('model'))} / {fmt(v.get('human'))}"
-                 for v in (row["length_by_context"].get(g, {}) for g in groups)]
-        rows.append([str(row["round"]), *cells])
-    return ["round", *groups], rows
+    return seed_length_rows([table])
 
 
 SEED_COLUMNS = tuple(c for c in COLUMNS if c[0] not in ("round", "policy", "critic_in_sample"))
@@ -199,7 +192,8 @@ def seed_length_rows(tables: Sequence[Mapping[str, Any]]) -> tuple[list[str], li
 
 def rounds_markdown(table: Mapping[str, Any]) -> str:
     """rounds.md: the plot, one line per round, then output length per context group."""
-    lines = [f"# Rounds: {table['method']}", "", f"![per-round critic AUC, distances and lengths]({PLOT_FILE})", "",
+    lines = [f"# Rounds: {table['method']}", "", f"![per-round critic AUC, distances and lengths]({ROUNDS_PLOT})",
+             "",
              md_table(*table_rows(table)), "",
              f"## Output length per context group ({'|'.join(table['context_key'])}): model / human", "",
              md_table(*length_rows(table))]
@@ -217,5 +211,5 @@ def write_rounds_table(out: str | Path, items: Sequence[RoundInput], data_dir: s
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "rounds.json", table)
     write_text(out / "rounds.md", rounds_markdown(table))
-    write_rounds_plot(table, out / PLOT_FILE)
+    write_rounds_plot(table, out / ROUNDS_PLOT)
     return out

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..artifacts import ROUNDS_PLOT
 from ..errors import InputError
 from ..io import read_json
-from .rounds import PLOT_FILE, length_rows, table_rows
+from .rounds import length_rows, table_rows
 from .tables import html_table, md_table
 
 NOTE = ("Row k: samples (train prompts) of the policy entering round k, scored by round k's critic; the last row is "
@@ -32,7 +33,7 @@ def load_rounds(rounds: Mapping[str, str | Path]) -> dict[str, dict[str, Any]]:
         if not (folder / "rounds.json").exists():
             raise InputError("not a rounds table (no rounds.json; the pipeline's rounds_<method> stage writes it)",
                              file=folder)
-        plot = folder / PLOT_FILE
+        plot = folder / ROUNDS_PLOT
         out[name] = {"dir": folder, "table": read_json(folder / "rounds.json"),
                      "plot": plot if plot.exists() else None}
     return out
