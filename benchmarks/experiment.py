@@ -13,6 +13,8 @@ rounds, the per-round table (critic AUCs, distances, lengths) as mean ± seed sd
 
     python benchmarks/experiment.py --seeds 0,1,2 --root runs/experiment --out runs/experiment/results.md
     python benchmarks/experiment.py --config configs/pipeline/demo.yaml   # the demo's five methods only
+    python benchmarks/experiment.py --config configs/pipeline/choose.yaml --split val \
+        --choose hdpo_r1,hdpo_r2,hdpo,hdpo_op            # choose a setting on the validation suite
 """
 
 from __future__ import annotations
@@ -30,17 +32,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from polyalign.cli.pipeline import _log  # noqa: E402
+from polyalign.config import deep_update, parse_override  # noqa: E402
 from polyalign.progress import quiet_libraries  # noqa: E402
 from polyalign.eval.headline import HEADLINE_METRICS  # noqa: E402
 from polyalign.eval.registry import load_all  # noqa: E402
 from polyalign.eval.rounds import seed_length_rows, seed_rounds_rows  # noqa: E402
+from polyalign.eval.selection import SelectionRule, choose_setting  # noqa: E402
 from polyalign.eval.tables import md_table  # noqa: E402
 from polyalign.eval.significance import holm, seed_pooled_difference  # noqa: E402
 from polyalign.io import read_json, write_text  # noqa: E402
 from polyalign.pipeline.run import run_pipeline  # noqa: E402
 from polyalign.pipeline.stages import rounds_methods  # noqa: E402
 
-SHARED_STAGES = ("data", "base", "suite")
+SHARED_STAGES = ("data", "base", "suite", "val_suite")
 SLICES = [("overall", "all"), ("by_language/en", "EN"), ("by_language/zh", "ZH"), ("by_track/single", "single"),
           ("by_track/multi", "multi")]
 TEST_SLICES = ("overall", "by_language/en", "by_language/zh")
@@ -163,7 +167,18 @@ def main() -> None:
                         help="pipeline config; every method in its `methods:` is trained and scored")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--root", default="runs/experiment")
-    parser.add_argument("--out", default=None, help="Markdown results file (default ROOT/results.md)")
+    parser.add_argument("--out", default=None, help="Markdown results file (default ROOT/results.md, "
+                                                     "ROOT/results_val.md with --split val)")
+    parser.add_argument("--split", choices=("test", "val"), default="test",
+                        help="the suite's split: val scores every method on the validation suite (its own stages, "
+                             "val_*, next to the test ones) to choose settings; test once, at the end")
+    parser.add_argument("--choose", default=None,
+                        help="comma-separated candidate methods: apply the selection rule (polyalign.eval.selection: "
+                             "lowest C2ST badness among those within the utility guards of --reference) and "
+                             "append its table")
+    parser.add_argument("--reference", default="bucket_sft", help="the reference method of the utility guards")
+    parser.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, as `polyalign run --set` (e.g. 'methods=[bucket_sft,hdpo]')")
     args = parser.parse_args()
     quiet_libraries(tqdm=True)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -180,7 +195,9 @@ def main() -> None:
             share_stages(root / f"seed{seeds[0]}", workdir)
         t0 = time.time()
         print(f"== seed {seed}: {workdir}", flush=True)
-        wiring, _ = run_pipeline(args.config, overrides={"workdir": str(workdir), "seed": seed}, log=_log)
+        overrides = deep_update(parse_override(args.set_), {"workdir": str(workdir), "seed": seed,
+                                                            "suite": {"split": args.split}})
+        wiring, _ = run_pipeline(args.config, overrides=overrides, log=_log)
         config = wiring.config
         labels = {m: config.label(m) for m in config.methods}
         contrasts = config.listed_contrasts()
@@ -188,15 +205,53 @@ def main() -> None:
             contrasts = [(b, a) for a, b in zip(config.methods, config.methods[1:])]
         wall[seed] = time.time() - t0
         for method in config.methods:
-            evals.setdefault(method, []).append(read_json(workdir / f"eval_{method}" / "metrics.json"))
+            evals.setdefault(method, []).append(read_json(wiring.dir(wiring.eval_stage(f"eval_{method}"))
+                                                          / "metrics.json"))
         for method in rounds_methods(config):
             rounds.setdefault(method, []).append(read_json(workdir / f"rounds_{method}" / "rounds.json"))
         # written after every seed, so that an interrupted experiment still leaves the seeds it finished
-        text = results_text(evals, labels, contrasts, seeds[: i + 1], wall, args.config, started, rounds)
-        out = Path(args.out) if args.out else root / "results.md"
+        text = results_text(evals, labels, contrasts, seeds[: i + 1], wall, args.config, started, rounds,
+                            split=args.split)
+        if args.choose:
+            text += "\n" + selection_text(evals, labels, args.choose.split(","), args.reference)
+        out = Path(args.out) if args.out else root / ("results.md" if args.split == "test" else "results_val.md")
         write_text(out, text)
         print(f"written: {out} ({i + 1} of {len(seeds)} seeds)", flush=True)
     print(text)
+
+
+def selection_text(evals: dict[str, list[dict]], labels: dict[str, str], candidates: list[str],
+                   reference: str, rule: SelectionRule = SelectionRule()) -> str:
+    """Markdown: the selection rule applied to the seeds' context-view values (a row per candidate, the chosen
+    one), and the chosen setting against the runner-up on the criterion (seed-pooled paired test)."""
+    model = headline_blocks(evals, "model")
+    values = {m: {metric: [b["summary"][metric][rule.slice]["value"] for b in blocks]
+                  for metric in (rule.metric, *(g for g, _ in rule.guards))} for m, blocks in model.items()}
+    selection = choose_setting(values, candidates, reference, rule)
+    guards = ", ".join(f"{g} at most {a:g} worse than {labels[reference]}" for g, a in rule.guards)
+    lines = [f"**Selection** (rule fixed before the run: lowest seed-mean {rule.metric} badness, {rule.slice}, "
+             f"among the candidates with {guards})", "",
+             f"| candidate | {rule.metric} | badness | " + " | ".join(f"{g} − {labels[reference]}"
+                                                                   for g, _ in rule.guards) + " | eligible |",
+             "|---|---|---|" + "---|" * len(rule.guards) + "---|"]
+    for row in selection.rows:
+        lines.append(f"| {labels[row['method']]} | {row['value']:.3f} | {row['badness']:.3f} | "
+                     + " | ".join(f"{row[f'{g} vs reference']:+.3f}" for g, _ in rule.guards)
+                     + f" | {'yes' if row['eligible'] else 'no'} |")
+    lines += ["", f"Chosen: **{labels[selection.chosen]}**." if selection.chosen else
+              "Chosen: none (no candidate passes the guards).", ""]
+    ranked = sorted((r for r in selection.rows if r["eligible"]), key=lambda r: r["badness"])
+    if len(ranked) > 1:
+        registry = load_all()
+        a, b = ranked[0]["method"], ranked[1]["method"]
+        key = rule.slice
+        t = seed_pooled_difference(registry[rule.metric], values[a][rule.metric], values[b][rule.metric],
+                                   [x["replicates"][rule.metric][key] for x in model[a]],
+                                   [x["replicates"][rule.metric][key] for x in model[b]])
+        ci = f" [{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}]" if t["ci"] else ""
+        lines += [f"Chosen against the runner-up ({labels[b]}) on {rule.metric}: badness difference "
+                  f"{t['diff']:+.3f}{ci}, p {t['p']:.3g} (not Holm-corrected; a margin, not a claim).", ""]
+    return "\n".join(lines)
 
 
 def rounds_tables(rounds: dict[str, list[dict]], labels: dict[str, str]) -> str:
@@ -213,13 +268,13 @@ def rounds_tables(rounds: dict[str, list[dict]], labels: dict[str, str]) -> str:
 
 def results_text(evals: dict[str, list[dict]], labels: dict[str, str], contrasts: list[tuple[str, str]],
                  seeds: list[int], wall: dict[int, float], config: str, started: float,
-                 rounds: dict[str, list[dict]] | None = None) -> str:
+                 rounds: dict[str, list[dict]] | None = None, split: str = "test") -> str:
     """The whole results.md: command, config, load average, the tables of `results_tables` and, for methods
     with rounds, those of `rounds_tables`."""
     command = " ".join(["python", "benchmarks/experiment.py", *sys.argv[1:]])
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"# PolyAlign experiment\n\nCommand: `{command}`\n\nConfig: `{config}` (methods: "
-            f"{', '.join(labels.values())}). Wall time so far {(time.time() - started) / 60:.1f} min on this "
+            f"{', '.join(labels.values())}). Suite items from the **{split}** split. Wall time so far {(time.time() - started) / 60:.1f} min on this "
             f"machine (load average at the end {load}).\n\n{results_tables(evals, labels, contrasts, seeds, wall)}\n"
             + (f"\n{rounds_tables(rounds, labels)}\n" if rounds else ""))
 

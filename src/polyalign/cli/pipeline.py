@@ -57,8 +57,8 @@ def _run(config: Path, stages: str | None, force: str | None, overrides: list[st
     skipped = [r.name for r in results if r.status == "cached"]
     if skipped:
         console.print(f"skipped (up to date): {', '.join(skipped)}")
-    compare_dir = wiring.dir("compare")
-    if any(r.name == "compare" for r in results):
+    compare_dir = wiring.dir(wiring.eval_stage("compare"))
+    if any(r.name == compare_dir.name for r in results):
         print_comparison(read_json(compare_dir / "comparison.json"), compare_dir)
     console.print(f"wall time {time.time() - started:.0f} s")
 

@@ -124,6 +124,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, names: 
     samples, samples_info = compare_samples(runs, dirs)
     out_dir = Path(out_dir)
     result = {"methods": names, "runs": [str(d) for d in dirs], "suite_version": loaded[0]["metadata"]["suite_version"],
+              "split": loaded[0]["metadata"].get("split", "test"),
               "context_key": loaded[0].get("context_key"),
               "contrasts": [list(p) for p in pairs],
               "headline": {view: {"tables": headline_tables(runs, view), "tests": contrast_tests(runs, pairs, view)}
@@ -156,16 +157,22 @@ def compare_blocks(runs: dict[str, dict[str, Any]], headline: dict[str, Any]) ->
 
 
 NOTE = ("Every metric, oracle-length buckets (items grouped by the gold length bin). Headline aggregate per metric (see docs/metrics.md); '*' marks the best method per column (closest to the "
-        "ideal, or to the human value for ≈H). The human ceiling row is held-out TEST humans scored against the "
+        "ideal, or to the human value for ≈H). The human ceiling row is held-out {split} humans scored against the "
         "same TRAIN pool.")
+
+
+def suite_line(result: dict[str, Any]) -> str:
+    """'Suite <version> (<split> split)': which suite, and which split its items come from."""
+    return f"Suite {result['suite_version']} ({result.get('split', 'test')} split)"
 
 
 def render_compare_markdown(result: dict[str, Any], blocks: Sequence = ()) -> str:
     """report.md of a comparison."""
-    lines = ["# PolyAlign comparison", "", f"Suite `{result['suite_version']}`; methods: "
+    lines = ["# PolyAlign comparison", "", f"{suite_line(result)}; methods: "
              + ", ".join(f"{n} ({d})" for n, d in zip(result["methods"], result["runs"])), ""]
     lines += headline_report.render_md(blocks)
-    lines += ["## Every metric, oracle-length buckets", "", NOTE, ""]
+    lines += ["## Every metric, oracle-length buckets", "", NOTE.format(split=result.get("split", "test").upper()),
+              ""]
     for key, table in result["tables"].items():
         header, rows = table_rows(table, result["metrics"])
         lines += [f"### {_section_title(key)}", "", md_table(header, rows), ""]
@@ -179,11 +186,11 @@ def render_compare_html(result: dict[str, Any], figures: dict[str, str | None], 
     """Self-contained report.html of a comparison; `rounds` (rounds_report.render_html) after the figures,
     `samples` (browser.render_section) last."""
     body = ["<h1>PolyAlign comparison</h1>",
-            f'<div class="meta">Suite {html.escape(result["suite_version"])}; methods: '
+            f'<div class="meta">{html.escape(suite_line(result))}; methods: '
             + html.escape(", ".join(result["methods"])) + "</div>",
             '<section id="headline">', *headline_report.render_html(blocks), "</section>",
             '<section id="tables"><h2>Every metric, oracle-length buckets</h2>',
-            f'<p class="note">{html.escape(NOTE)}</p>']
+            f'<p class="note">{html.escape(NOTE.format(split=result.get("split", "test").upper()))}</p>']
     for key, table in result["tables"].items():
         header, rows = table_rows(table, result["metrics"])
         body += [f"<h3>{html.escape(_section_title(key))}</h3>", html_table(header, rows)]

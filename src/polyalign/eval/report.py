@@ -71,7 +71,7 @@ def _headline_header(groups: Sequence[tuple[str, str]]) -> list[str]:
 def _meta_lines(result: Mapping[str, Any]) -> list[str]:
     meta = result["metadata"]
     gaps = meta.get("gaps", {})
-    return [f"suite `{meta['suite_version']}` ({meta['suite_dir']}); predictions `{meta['predictions']}` "
+    return [f"suite `{meta['suite_version']}` ({meta['suite_dir']}, {meta.get('split', 'test')} split); predictions `{meta['predictions']}` "
             f"(sha256 {meta['predictions_sha256'][:12]}…, sample {meta['sample']})",
             f"scored {gaps.get('scored')} of {meta['n_items']} items in {len(result['buckets'])} buckets; "
             f"missing {gaps.get('missing', 0)}, empty predictions {gaps.get('empty_predictions', 0)}, rows of "
@@ -81,8 +81,13 @@ def _meta_lines(result: Mapping[str, Any]) -> list[str]:
 
 
 CEILING_NOTE = ("The human ceiling is the same metric computed on the suite items' own gold responses (held-out "
-                "TEST humans, same items) against the same TRAIN reference pool: the references split in two. "
+                "{split} humans, same items) against the same TRAIN reference pool: the references split in two. "
                 "Naturalness and faithfulness scores should be read against it.")
+
+
+def ceiling_note(result: Mapping[str, Any]) -> str:
+    """CEILING_NOTE with the split the suite items come from (TEST, or VAL for a validation suite)."""
+    return CEILING_NOTE.format(split=str(result["metadata"].get("split", "test")).upper())
 
 
 def headline_blocks(result: Mapping[str, Any]) -> list[headline_report.Block]:
@@ -100,7 +105,7 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     lines = [f"# PolyAlign evaluation: {result['metadata'].get('name') or 'run'}", ""]
     lines += [f"- {line}" for line in _meta_lines(result)] + [""]
     lines += headline_report.render_md(headline_blocks(result))
-    lines += ["## Every metric, oracle-length buckets", "", CEILING_NOTE, ""]
+    lines += ["## Every metric, oracle-length buckets", "", ceiling_note(result), ""]
     groups = group_keys(result["buckets"])
     lines += [md_table(_headline_header(groups), headline_rows(metrics, groups)), ""]
     lines += ["Directions: ↑ higher is better, ↓ lower is better, →0.5 closest to 0.5, ≈H closest to the human "
@@ -124,7 +129,7 @@ def render_html(result: Mapping[str, Any], figures: Mapping[str, str | None], *,
     body += [f"<div>{html.escape(line)}</div>" for line in _meta_lines(result)]
     body += ["</div>", '<section id="headline">', *headline_report.render_html(headline_blocks(result)), "</section>",
              '<section id="all-metrics"><h2>Every metric, oracle-length buckets</h2>',
-             f'<p class="note">{html.escape(CEILING_NOTE)}</p>',
+             f'<p class="note">{html.escape(ceiling_note(result))}</p>',
              html_table(_headline_header(groups), headline_rows(metrics, groups), left=3,
                         classes=["", "", "", "", "ceil"]), "</section>"]
     body += _figure_sections(figures)

@@ -105,6 +105,7 @@ def _evaluate(predictions_path: str | Path, suite_dir: str | Path, out_dir: str 
     result: dict[str, Any] = {
         "metadata": {
             "name": name or out_dir.name, "suite_version": suite.version, "suite_dir": str(suite.path),
+            "split": suite.split,
             "predictions": str(preds.path), "predictions_sha256": preds.sha256,
             "predictions_manifest": preds.manifest, "sample": preds.sample, "n_items": len(suite.items),
             "n_buckets": len(suite.buckets), "featurizer": human.featurizer_spec, "seed": seed,

@@ -75,6 +75,7 @@ class Suite:
     length_edges: tuple[int, ...] = DEFAULT_LENGTH_EDGES
     length_labels: tuple[str, ...] = DEFAULT_LENGTH_LABELS
     context_key: tuple[str, ...] = DEFAULT_CONTEXT_KEY
+    split: str = "test"
     _item_index: dict[str, list[int]] = field(default_factory=dict, repr=False)
     _pool_index: dict[str, list[int]] = field(default_factory=dict, repr=False)
     _views: dict[str, View] = field(default_factory=dict, repr=False)
@@ -166,7 +167,7 @@ def write_suite(out_dir: str | Path, items: Sequence[Record], pool: Sequence[Rec
         raise ValueError("feature_names are required with a custom feature_fn")
     items, pool = list(items), list(pool)
     if not items:
-        raise InputError("no test items to put in the suite (is the test split empty?)")
+        raise InputError("no items to put in the suite (is the test or val split empty?)")
     item_features = np.asarray(feature_fn([r.response for r in items], [r.language for r in items]), float)
     pool_features = np.asarray(feature_fn([r.response for r in pool], [r.language for r in pool]), float)
     version = suite_version(items, pool)
@@ -280,4 +281,5 @@ def load_suite(suite_dir: str | Path, *, feature_names: Sequence[str] | None = N
                  feature_names=names, manifest=manifest, version=version,
                  length_edges=tuple(manifest.get("length_edges", DEFAULT_LENGTH_EDGES)),
                  length_labels=tuple(manifest.get("length_labels", DEFAULT_LENGTH_LABELS)),
-                 context_key=validate_context_key(manifest.get("context_key", DEFAULT_CONTEXT_KEY)))
+                 context_key=validate_context_key(manifest.get("context_key", DEFAULT_CONTEXT_KEY)),
+                 split=str(manifest.get("config", {}).get("split", "test")))

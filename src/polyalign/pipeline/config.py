@@ -25,7 +25,7 @@ METHOD_LABELS = {"base": "Base", "sft": "SFT", "bucket_sft": "Bucket-SFT", "dpo"
                  "dpo_bsft": "DPO (B-SFT)", "dpo_w_bsft": "+w (B-SFT)", "dpo_wr_bsft": "+w+reg (B-SFT)",
                  "hdpo_sft": "HDPO (SFT)"}
 STAGE_NAMES = ("data", "base", "suite", "critic", "compare")
-STAGE_PREFIXES = ("samples_", "pairs_", "critic_", "rounds_", "gen_", "eval_")
+STAGE_PREFIXES = ("samples_", "pairs_", "critic_", "rounds_", "gen_", "eval_", "val_")
 Policy = Literal["sft", "bucket_sft"]
 
 
@@ -40,6 +40,9 @@ class PreferenceMethod(StrictModel):
     loss: dict[str, Any] = Field(default_factory=dict,
                                  description="Overrides of that config's `loss:` (e.g. use_weights, reg_lambda, "
                                              "anchor_gamma); plain DPO is every term off.")
+    on_policy: dict[str, Any] = Field(default_factory=dict,
+                                      description="Overrides of that config's `on_policy:` (e.g. enabled, "
+                                                  "every_n_steps); its critic is wired to the round's critic.")
     label: str | None = Field(None, description="Name in the reports (default: METHOD_LABELS, else the name).")
     rounds: int = Field(1, ge=1, description="Rounds (docs/hdpo.md, Rounds). 1: train once on pairs_<pairs>. "
                                              "k >= 2: sample the previous round's model on train prompts, refit "
@@ -83,8 +86,13 @@ class BaseModelSection(StrictModel):
 
 
 class SuiteSection(StrictModel):
-    """The evaluation suite drawn from the test split."""
+    """The evaluation suite drawn from the test split (or the validation split, for choosing settings)."""
 
+    split: Literal["test", "val"] = Field(
+        "test", description="Where the suite items come from. `val` builds the validation suite under its own "
+                            "stage names (val_suite, val_gen_<method>, val_eval_<method>, val_compare) next to "
+                            "the test ones in the same work folder, so that settings are chosen on it and the "
+                            "test split is touched once, at the end.")
     cap_per_bucket: int = Field(50, ge=1, description="Items per context group at most (drawn uniformly in it).")
     ref_pool: int = Field(300, ge=10, description="Train human responses per context group in the reference pool.")
     context_key: list[str] = Field(default_factory=lambda: list(DEFAULT_CONTEXT_KEY),

@@ -14,7 +14,10 @@ pairs_<m>_r<k> -> the round's training (from the previous round's model); round 
 the last keeps the name <m>, and rounds_<m> tabulates and plots the rounds (the comparison report shows them).
 A method with `critic: false` (iterated SPIN) builds its pairs in pairs_<m>_r<k> for every round and never
 touches a critic. Only the stages the listed `methods:` need are built (no samples, critic or pairs when no
-preference method is listed). Every stage calls the same importable function
+preference method is listed). With `suite: {split: val}` the evaluation side is built on the validation split
+under the names val_suite, val_gen_<method>, val_eval_<method> and val_compare, beside the test-split stages of
+the same work folder and on the same trained models (choose settings there; touch the test split once, at the
+end). Every stage calls the same importable function
 as its CLI verb; this module only wires folders and settings.
 """
 
@@ -62,6 +65,12 @@ class Wiring:
     def dir(self, stage: str) -> Path:
         return self.root / stage
 
+    def eval_stage(self, name: str) -> str:
+        """The name of an evaluation-side stage (suite, gen_<m>, eval_<m>, compare) for this config's suite
+        split: as is for the test split, prefixed `val_` for the validation split, so that both live side by
+        side in one work folder and share every training stage."""
+        return name if self.config.suite.split == "test" else f"val_{name}"
+
     def model_path(self, method: str) -> str:
         """Where a method's model lives (a folder, or the hub id of an external base model)."""
         if method == "base":
@@ -92,10 +101,10 @@ class Wiring:
 
     def preference_config(self, method: str, work: Path | None = None, round: int | None = None) -> Any:
         """The HDPORunConfig of a preference method's round (default: its last): its trainer section, its loss
-        overrides, and the wired init (round 1: the method's init; later: the previous round's model, which is
+        and `on_policy:` overrides, and the wired init (round 1: the method's init; later: the previous round's model, which is
         also the frozen reference), pairs file, output folder and seed."""
         from ..config import validate_config
-        from ..train.hdpo import HDPORunConfig, LossSection, check_training_keys
+        from ..train.hdpo import HDPORunConfig, LossSection, OnPolicySection, check_training_keys
 
         spec = self.config.preference[method]
         k = round or spec.rounds
@@ -109,6 +118,10 @@ class Wiring:
             loss = validate_config({**config.loss.model_dump(), **spec.loss}, LossSection,
                                    prefix=("preference", method, "loss"))
             config = config.model_copy(update={"loss": loss})
+        if spec.on_policy:
+            on_policy = validate_config({**config.on_policy.model_dump(by_alias=True), **spec.on_policy},
+                                        OnPolicySection, prefix=("preference", method, "on_policy"))
+            config = config.model_copy(update={"on_policy": on_policy})
         critic = self.on_policy_critic_stage(method, k, config)
         if critic:
             config = config.model_copy(update={"on_policy": config.on_policy.model_copy(
@@ -355,7 +368,7 @@ def _suite(w: Wiring):
 
         s = w.config.suite
         build_suite(DataBuild(ctx.deps["data"]).path, ctx.work_dir, cap_per_bucket=s.cap_per_bucket, seed=s.seed,
-                    ref_pool=s.ref_pool, context_key=s.context_key)
+                    ref_pool=s.ref_pool, context_key=s.context_key, split=s.split)
     return run
 
 
@@ -474,7 +487,7 @@ def _generate(w: Wiring, method: str):
         from ..eval.suite import load_suite
         from ..generate import generate_predictions
 
-        suite = load_suite(SuiteDir(ctx.deps["suite"]).path)
+        suite = load_suite(SuiteDir(ctx.deps[w.eval_stage("suite")]).path)
         ctx.log(f"  generating for {len(suite.items)} suite items")
         generate_predictions(w.model_path(method), suite.items, ctx.work_dir, w.decoding(),
                              profile=w.config.profile)
@@ -485,7 +498,8 @@ def _evaluate(w: Wiring, method: str):
     def run(ctx: StageContext) -> None:
         from ..eval.runner import evaluate
 
-        evaluate(Predictions(ctx.deps[f"gen_{method}"]).file, SuiteDir(ctx.deps["suite"]).path, ctx.work_dir,
+        evaluate(Predictions(ctx.deps[w.eval_stage(f"gen_{method}")]).file,
+                 SuiteDir(ctx.deps[w.eval_stage("suite")]).path, ctx.work_dir,
                  featurizer=w.config.eval.featurizer, featurizer_options=w.config.eval.featurizer_options,
                  seed=w.config.seed, name=w.config.label(method))
     return run
@@ -496,7 +510,7 @@ def _compare(w: Wiring):
         from ..eval.compare import compare_runs
 
         methods = w.config.methods
-        compare_runs([Evaluation(ctx.deps[f"eval_{m}"]).path for m in methods], ctx.work_dir,
+        compare_runs([Evaluation(ctx.deps[w.eval_stage(f"eval_{m}")]).path for m in methods], ctx.work_dir,
                      names=[w.config.label(m) for m in methods], contrasts=w.config.contrast_labels(),
                      rounds={w.config.label(m): RoundsTable(ctx.deps[f"rounds_{m}"]).path
                              for m in rounds_methods(w.config)})
@@ -623,11 +637,12 @@ def _round_stages(w: Wiring, method: str) -> list[Stage]:
 def _method_stages(w: Wiring, method: str) -> list[Stage]:
     c = w.config
     model_stage = "base" if method == "base" else method
-    return [Stage(f"gen_{method}", _generate(w, method), deps=("suite", model_stage), resumable=True,
+    suite, gen = w.eval_stage("suite"), w.eval_stage(f"gen_{method}")
+    return [Stage(gen, _generate(w, method), deps=(suite, model_stage), resumable=True,
                   output=Predictions,
                   config={"decoding": w.decoding().model_dump(), "profile": c.profile, "model": method},
-                  description=f"{c.label(method)}: generate on the suite"),
-            Stage(f"eval_{method}", _evaluate(w, method), deps=("suite", f"gen_{method}"), output=Evaluation,
+                  description=f"{c.label(method)}: generate on the {c.suite.split} suite"),
+            Stage(w.eval_stage(f"eval_{method}"), _evaluate(w, method), deps=(suite, gen), output=Evaluation,
                   config={**c.eval.model_dump(), "seed": c.seed}, description=f"{c.label(method)}: score")]
 
 
@@ -641,8 +656,9 @@ def build_stages(w: Wiring) -> list[Stage]:
         Stage("base", _base(w), deps=("data",), config=c.base.model_dump(mode="json"), resumable=True,
               output=base_model,
               description="the base LM" + ("" if c.base.model else " (tiny, built and pretrained here)")),
-        Stage("suite", _suite(w), deps=("data",), config=c.suite.model_dump(), output=SuiteDir,
-              description="evaluation suite from the test split, drawn per context group"),
+        Stage(w.eval_stage("suite"), _suite(w), deps=("data",), output=SuiteDir,
+              config=c.suite.model_dump(exclude={"split"} if c.suite.split == "test" else None),
+              description=f"evaluation suite from the {c.suite.split} split, drawn per context group"),
     ]
     preference = c.preference_methods()
     sampled = sampled_policies(c)
@@ -657,8 +673,9 @@ def build_stages(w: Wiring) -> list[Stage]:
         stages.extend(_round_stages(w, method))
     for method in c.methods:
         stages.extend(_method_stages(w, method))
-    stages.append(Stage("compare", _compare(w), output=Comparison,
-                        deps=(*(f"eval_{m}" for m in c.methods), *(f"rounds_{m}" for m in rounds_methods(c))),
+    stages.append(Stage(w.eval_stage("compare"), _compare(w), output=Comparison,
+                        deps=(*(w.eval_stage(f"eval_{m}") for m in c.methods),
+                              *(f"rounds_{m}" for m in rounds_methods(c))),
                         config={"methods": list(c.methods), "contrasts": c.listed_contrasts()},
                         description="side-by-side report with paired tests"))
     return stages
@@ -672,7 +689,8 @@ def unlisted_methods(config: PipelineConfig, names: Sequence[str]) -> list[str]:
     """The methods not in `methods:` that the stage names ask for (their stages are not built)."""
     rounds = [r for m, spec in config.preference.items() for r in spec.round_names(m)[:-1]]
     declared = [m for m in (*POLICIES, "base", *config.preference, *rounds) if m not in config.methods]
-    return [m for m in declared if any(n in (m, f"gen_{m}", f"eval_{m}") for n in names)]
+    return [m for m in declared
+            if any(n.removeprefix("val_") in (m, f"gen_{m}", f"eval_{m}") for n in names)]
 
 
 def unknown_stage_error(names: Sequence[str], known: Sequence[str], unlisted: Sequence[str] = ()) -> ConfigError:
