@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.polyalign-installed
 
 .PHONY: demo test test-slow test-faults test-all bench browser clean smollm2 experiment experiment-smollm2 \
-	experiment-rounds experiment-smollm2-rounds
+	experiment-rounds experiment-choose experiment-smollm2-rounds
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,7 +72,20 @@ experiment-rounds: $(STAMP)
 	$(BIN)/python benchmarks/experiment.py --config configs/pipeline/rounds.yaml --root runs/experiment --seeds 0,1,2 \
 		--out runs/experiment/results_rounds.md
 
+# Item 4 of issue 12 (docs/hdpo.md, "Choosing the setting on the validation split"): the candidates on the
+# validation suite and the rule's choice; the chosen one is then scored on the test split once (the command there).
+experiment-choose: $(STAMP)
+	$(BIN)/python benchmarks/experiment.py --config configs/pipeline/choose.yaml --root runs/experiment --seeds 0,1,2 \
+		--split val --choose hdpo_r1,hdpo_r2,hdpo,hdpo_op --out runs/experiment/results_choose_val.md
+
+# On SmolLM2 the rounds are chosen on the validation suite first (K = 1, 2, 3 by the same rule), then every row is
+# scored on the test split once; the contrasts there hold each K against Bucket-SFT.
 experiment-smollm2-rounds: smollm2
+	$(BIN)/python benchmarks/experiment.py --config configs/pipeline/smollm2_rounds.yaml \
+		--root runs/experiment_smollm2 --seeds 0,1,2 --split val \
+		--set 'methods=[bucket_sft,hdpo_rounds_r1,hdpo_rounds_r2,hdpo_rounds]' \
+		--set 'contrasts=[hdpo_rounds_r2:hdpo_rounds_r1,hdpo_rounds:hdpo_rounds_r2]' \
+		--choose hdpo_rounds_r1,hdpo_rounds_r2,hdpo_rounds --out runs/experiment_smollm2/results_rounds_val.md
 	$(BIN)/python benchmarks/experiment.py --config configs/pipeline/smollm2_rounds.yaml \
 		--root runs/experiment_smollm2 --seeds 0,1,2 --out runs/experiment_smollm2/results_rounds.md
 

@@ -1,0 +1,87 @@
+"""Choosing settings on the validation split (docs/hdpo.md, "Choosing the setting on the validation split"): the
+selection rule against a direct computation; `suite: {split: val}` builds val_* stages beside the test ones,
+from the val records, on the same models and without touching a test-split stage; a per-method `on_policy:`
+override reaches that method's trainer config (wired to its round's critic) and no other."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from polyalign.eval.selection import SelectionRule, choose_setting
+from polyalign.io import read_json
+from polyalign.pipeline.config import load_pipeline_config
+from polyalign.pipeline.run import run_pipeline
+from polyalign.pipeline.stages import Wiring, build_stages
+from test_pipeline_run import small_config
+
+PIPELINES = Path(__file__).resolve().parents[1] / "configs" / "pipeline"
+
+
+def _values(c2st, chrf, f1):
+    return {"c2st_acc": c2st, "chrf": chrf, "f1": f1}
+
+
+def test_selection_rule_matches_a_direct_computation():
+    values = {"ref": _values([0.80, 0.82], [10.0, 12.0], [0.10, 0.12]),   # means: c2st .81, chrF 11, F1 .11
+              "a": _values([0.70, 0.74], [9.5, 10.5], [0.10, 0.10]),      # |.72-.5| = .22, chrF -1, F1 -.01: ok
+              "b": _values([0.42, 0.46], [10.0, 11.0], [0.11, 0.11]),     # |.44-.5| = .06 (below 0.5 counts)
+              "c": _values([0.55, 0.55], [8.0, 9.0], [0.20, 0.20]),       # .05, the best, but chrF -2.5: out
+              "d": _values([0.60, 0.62], [11.0, 11.0], [0.08, 0.08])}     # .11, F1 -.03: out
+    got = choose_setting(values, ["a", "b", "c", "d"], "ref")
+    rows = {r["method"]: r for r in got.rows}
+    assert got.chosen == "b"
+    for name, c2st in (("a", 0.72), ("b", 0.44), ("c", 0.55), ("d", 0.61)):
+        assert rows[name]["badness"] == pytest.approx(abs(c2st - 0.5))
+    assert rows["c"]["chrf vs reference"] == pytest.approx(-2.5)
+    assert rows["d"]["f1 vs reference"] == pytest.approx(-0.03)
+    assert [rows[n]["eligible"] for n in "abcd"] == [True, True, False, False]
+    # a looser guard admits c, which then wins; a guard nobody passes chooses nothing
+    assert choose_setting(values, ["a", "b", "c", "d"], "ref",
+                          SelectionRule(guards=(("chrf", 3.0), ("f1", 0.02)))).chosen == "c"
+    assert choose_setting(values, ["c", "d"], "ref").chosen is None
+    with pytest.raises(KeyError, match="zzz"):
+        choose_setting(values, ["zzz"], "ref")
+
+
+def test_val_split_stages_sit_beside_the_test_ones(tmp_path, shared_data_dir):
+    config = small_config(tmp_path, shared_data_dir)
+    run_pipeline(config, targets=["compare"], log=lambda _: None)
+    root = tmp_path / "runs"
+    test_files = {p: p.stat().st_mtime_ns for p in root.glob("*/stage.json")}
+    w, results = run_pipeline(config, targets=["val_compare"], overrides={"suite": {"split": "val"}},
+                              log=lambda _: None)
+    ran = {r.name for r in results if r.status != "cached"}
+    assert ran == {"val_suite", "val_gen_base", "val_eval_base", "val_gen_sft", "val_eval_sft", "val_compare"}
+    assert {p: p.stat().st_mtime_ns for p in test_files} == test_files, "a test-split stage was touched"
+    ids = {split: {json.loads(line)["id"] for line in (root / "data" / "records" / f"{split}.jsonl").open()}
+           for split in ("val", "test")}
+    items = {json.loads(line)["id"] for line in (root / "val_suite" / "items.jsonl").open()}
+    assert items and items <= ids["val"] and not items & ids["test"]
+    assert read_json(root / "val_eval_sft" / "metrics.json")["metadata"]["split"] == "val"
+    assert read_json(root / "eval_sft" / "metrics.json")["metadata"]["split"] == "test"
+    assert "(val split)" in (root / "val_compare" / "report.md").read_text()
+    assert "(test split)" in (root / "compare" / "report.md").read_text()
+    assert read_json(root / "val_compare" / "comparison.json")["split"] == "val"
+    # both splits up to date together: rerunning either does nothing
+    _, again = run_pipeline(config, targets=["compare"], log=lambda _: None)
+    assert all(r.status == "cached" for r in again)
+
+
+def test_on_policy_override_reaches_only_its_method(shared_data_dir):
+    path = PIPELINES / "choose.yaml"
+    sources = [{"name": "en_oasst1", "path": str(shared_data_dir / "en_oasst1.jsonl"), "format": "messages",
+                "language": "en", "family": "assistant", "limit": 20}]
+    w = Wiring(load_pipeline_config(path, {"data": {"sources": sources, "min_bucket_size": 2}}), path)
+    op, r1 = w.preference_config("hdpo_op", round=1), w.preference_config("hdpo", round=1)
+    assert op.on_policy.enabled and op.on_policy.every_n_steps == 1
+    assert op.on_policy.critic == str(w.dir("critic"))  # round 1's critic: the shared one
+    assert not r1.on_policy.enabled
+    # apart from the term (and the folder it writes), hdpo_op is hdpo's round 1
+    drop = {"output_dir", "on_policy"}
+    assert op.model_dump(exclude=drop) == r1.model_dump(exclude=drop)
+    stages = {s.name: s for s in build_stages(w)}
+    assert "critic" in stages["hdpo_op"].deps
+    assert "critic" not in stages["hdpo_r1"].deps
