@@ -6,6 +6,7 @@ override reaches that method's trainer config (wired to its round's critic) and 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,57 @@ def test_on_policy_override_reaches_only_its_method(shared_data_dir):
     stages = {s.name: s for s in build_stages(w)}
     assert "critic" in stages["hdpo_op"].deps
     assert "critic" not in stages["hdpo_r1"].deps
+
+
+def test_a_twin_training_stage_is_copied_not_retrained(tmp_path, shared_data_dir):
+    """Round 1 of a method in rounds repeats a one-round method exactly (smollm2_rounds.yaml's hdpo_rounds_r1 and
+    smollm2.yaml's hdpo: bitwise-equal weights when both were trained). A stage with the same settings,
+    dependency keys and inputs as an intact finished one copies it; a changed setting, or a twin whose files were
+    modified, trains."""
+    import yaml
+    from transformers import TrainerCallback
+
+    trainings: list[int] = []
+
+    class CountTrainings(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+            trainings.append(state.max_steps)
+
+    config = small_config(tmp_path, shared_data_dir)
+    raw = yaml.safe_load(config.read_text())
+    same = {"init": "sft", "pairs": "sft", "trainer": "dpo"}
+    raw["preference"] = {"dpo": same, "dpo_twin": same, "dpo_other": {**same, "loss": {"beta": 0.2}}}
+    raw["methods"] = ["sft", "dpo", "dpo_twin", "dpo_other"]  # listed, so that their stages exist
+    config.write_text(yaml.safe_dump(raw))
+    run_pipeline(config, targets=["dpo"], log=lambda _: None)
+    messages: list[str] = []
+    _, results = run_pipeline(config, targets=["dpo_twin", "dpo_other"], log=messages.append,
+                              trainer_callbacks=lambda: [CountTrainings()])
+    status = {r.name: r.status for r in results}
+    assert status["dpo_twin"] == "reused" and status["dpo_other"] == "ran"
+    assert len(trainings) == 1, "only dpo_other trains"
+    assert any("same settings, dependencies and inputs as 'dpo'" in m for m in messages)
+    root = tmp_path / "runs"
+    record = read_json(root / "dpo_twin" / "stage.json")
+    assert record["reused_from"] == "dpo" and read_json(root / "dpo_other" / "stage.json")["reused_from"] is None
+    for name in ("model.safetensors", "config.json"):
+        assert (root / "dpo_twin" / "model" / name).read_bytes() == (root / "dpo" / "model" / name).read_bytes()
+    _, again = run_pipeline(config, targets=["dpo_twin"], log=lambda _: None)
+    assert {r.status for r in again} == {"cached"}, "a reused stage is cached like any other"
+    # a forced stage runs, twin or not
+    _, forced = run_pipeline(config, targets=["dpo_twin"], force=["dpo_twin"], log=lambda _: None,
+                             trainer_callbacks=lambda: [CountTrainings()])
+    assert {r.name: r.status for r in forced}["dpo_twin"] == "ran" and len(trainings) == 2
+    # a modified twin is no twin: with dpo's files changed, dpo_other's settings back to dpo's train anew
+    with open(root / "dpo" / "model" / "config.json", "a") as fh:
+        fh.write("\n")
+    raw["preference"]["dpo_other"] = same
+    config.write_text(yaml.safe_dump(raw))
+    _, retrained = run_pipeline(config, targets=["dpo_other"], log=lambda _: None,
+                                trainer_callbacks=lambda: [CountTrainings()])
+    assert {r.name: r.status for r in retrained}["dpo_other"] == "reused", "dpo_twin is an intact twin"
+    shutil.rmtree(root / "dpo_twin")
+    shutil.rmtree(root / "dpo_other")
+    _, retrained = run_pipeline(config, targets=["dpo_other"], log=lambda _: None,
+                                trainer_callbacks=lambda: [CountTrainings()])
+    assert {r.name: r.status for r in retrained}["dpo_other"] == "ran" and len(trainings) == 3

@@ -12,6 +12,12 @@ each dependency it read: a cached stage whose files changed is rebuilt (or refus
 was rebuilt with other contents runs again. A run holds the work folder's lock (pipeline/lock.py); a failed
 write removes the stage's partial folder and leaves the cached stages alone, as does a stage that refuses its own
 result (RefusedError: a refit critic below its AUC gate). See docs/faults.md.
+
+A stage marked `reusable` (the preference trainings) that is about to run looks for a twin first: another stage
+folder of the same work folder, intact, whose record's key is what this stage's key would be under the twin's
+name (same settings, same dependency keys, same inputs; e.g. round 1 of a method in rounds and the one-round
+method it repeats). Its files are copied instead of training again, and the record names it (`reused_from`);
+a forced stage always runs.
 """
 
 from __future__ import annotations
@@ -64,12 +70,13 @@ class Stage:
     resumable: bool = False
     description: str = ""
     output: Callable[[Path], Any] | None = None
+    reusable: bool = False  # may copy an intact twin's output instead of running (see the module docstring)
 
 
 @dataclass
 class StageResult:
     name: str
-    status: str  # "ran" | "cached" | "resumed"
+    status: str  # "ran" | "cached" | "resumed" | "reused"
     seconds: float
     out_dir: Path
     summary: dict[str, Any] = field(default_factory=dict)
@@ -143,6 +150,7 @@ class Pipeline:
     def keys(self, stages: Sequence[Stage] | None = None) -> dict[str, str]:
         """The cache key of every stage (a hash of config, dependency keys and input file hashes)."""
         keys: dict[str, str] = {}
+        self._contents: dict[str, dict[str, Any]] = {}
         file_hashes: dict[Path, str] = {}
         for s in topological_order(stages or self.stages):
             inputs = {}
@@ -151,9 +159,26 @@ class Pipeline:
                 if p not in file_hashes:
                     file_hashes[p] = sha256_file(p) if p.is_file() else sha256_json(str(p))
                 inputs[str(p)] = file_hashes[p]
-            keys[s.name] = sha256_json({"stage": s.name, "config": s.config, "deps": {d: keys[d] for d in s.deps},
-                                        "inputs": inputs})
+            self._contents[s.name] = {"config": s.config, "deps": {d: keys[d] for d in s.deps}, "inputs": inputs}
+            keys[s.name] = sha256_json({"stage": s.name, **self._contents[s.name]})
         return keys
+
+    def find_twin(self, stage: Stage) -> str | None:
+        """Another finished stage of this work folder with this stage's settings, dependency keys and inputs, its
+        files and its dependencies' contents unchanged since it was written; None when there is none."""
+        contents = getattr(self, "_contents", {}).get(stage.name)
+        if contents is None:
+            return None
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            record = self.record(folder.name) if folder.name != stage.name else None
+            if not record or record.get("cache_key") != sha256_json({"stage": folder.name, **contents}):
+                continue
+            if record.get("files") is None or check_files(folder, record["files"], exclude=UNHASHED):
+                continue
+            digests = record.get("dep_digests") or {}
+            if all(digests.get(d) == table_digest((self.record(d) or {}).get("files")) for d in stage.deps):
+                return folder.name
+        return None
 
     def record(self, name: str) -> dict[str, Any] | None:
         """The stage record (stage.json) of a finished stage, or None when there is none or it is unreadable."""
@@ -234,14 +259,16 @@ class Pipeline:
                                          f"it to rebuild the stage)")
                 if problems:
                     self.log(f"[rebuild] {stage.name}: {'; '.join(problems)}")
-            results.append(self._run_stage(stage, key, f"{position}/{len(stages)}", started))
+            results.append(self._run_stage(stage, key, f"{position}/{len(stages)}", started,
+                                           reuse=stage.name not in force))
         return results
 
-    def _run_stage(self, stage: Stage, key: str, position: str, run_started: float) -> StageResult:
+    def _run_stage(self, stage: Stage, key: str, position: str, run_started: float, *,
+                   reuse: bool = True) -> StageResult:
         partial = self.partial_dir(stage.name)
         with faults.in_stage(stage.name):
             try:
-                return self._run_stage_body(stage, key, position, run_started)
+                return self._run_stage_body(stage, key, position, run_started, reuse=reuse)
             except RefusedError:  # the stage refused its own result: keep nothing of it
                 shutil.rmtree(partial, ignore_errors=True)
                 raise
@@ -255,10 +282,14 @@ class Pipeline:
                 raise WriteError(path, reason, note=f"stage '{stage.name}' stopped, its partial output {partial} "
                                  f"was removed, the cached stages are unchanged") from exc
 
-    def _run_stage_body(self, stage: Stage, key: str, position: str, run_started: float) -> StageResult:
+    def _run_stage_body(self, stage: Stage, key: str, position: str, run_started: float, *,
+                        reuse: bool = True) -> StageResult:
         out = self.out_dir(stage.name)
         partial = self.partial_dir(stage.name)
         resuming = False
+        twin = self.find_twin(stage) if stage.reusable and reuse else None  # --force always runs
+        if twin and partial.exists():  # a copy of the finished twin beats resuming an interrupted run
+            shutil.rmtree(partial)
         if partial.exists():
             key_file = partial / KEY_FILE
             same = key_file.exists() and key_file.read_text().strip() == key
@@ -270,21 +301,27 @@ class Pipeline:
         partial.mkdir(parents=True, exist_ok=True)
         (partial / KEY_FILE).write_text(key)
         faults.point("begin")
-        self.log(f"[{'resume' if resuming else 'run'}] {stage.name} ({position})" +
-                 (f": {stage.description}" if stage.description else ""))
+        verb = "reuse" if twin else "resume" if resuming else "run"
+        self.log(f"[{verb}] {stage.name} ({position})" + (f": {stage.description}" if stage.description else "")
+                 + (f"\n  same settings, dependencies and inputs as '{twin}': copying its output" if twin else ""))
         started = time.time()
         callbacks = self.trainer_callbacks
         ctx = StageContext(name=stage.name, work_dir=partial, deps={d: self.out_dir(d) for d in stage.deps},
                            config=stage.config, resuming=resuming, log=self.log,
                            trainer_callbacks=lambda: [*callbacks(), *faults.trainer_callbacks()])
-        returned = stage.run(ctx)
+        if twin:
+            shutil.copytree(self.out_dir(twin), partial, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns(STAGE_RECORD))
+            returned = None
+        else:
+            returned = stage.run(ctx)
         faults.point("body")
         summary = stage.output(partial).summary() if stage.output is not None else (returned or {})
         (partial / KEY_FILE).unlink(missing_ok=True)
         dep_digests = {d: table_digest((self.record(d) or {}).get("files")) for d in stage.deps}
         write_json(partial / STAGE_RECORD, make_manifest(
             stage=stage.name, config=stage.config, started=started, inputs={d: str(p) for d, p in ctx.deps.items()},
-            extra={"cache_key": key, "summary": summary, "resumed": resuming,
+            extra={"cache_key": key, "summary": summary, "resumed": resuming, "reused_from": twin,
                    "files": file_table(partial, exclude=UNHASHED), "dep_digests": dep_digests}))
         faults.point("recorded")
         faults.point("rename")
@@ -293,4 +330,4 @@ class Pipeline:
         seconds = time.time() - started
         self.log(f"[done] {stage.name} in {seconds:.1f}s ({position}; {(time.time() - run_started) / 60:.1f} min "
                  "since the run started)")
-        return StageResult(stage.name, "resumed" if resuming else "ran", seconds, out, summary)
+        return StageResult(stage.name, "reused" if twin else "resumed" if resuming else "ran", seconds, out, summary)

@@ -586,7 +586,7 @@ def _preference_stage(w: Wiring, method: str, k: int = 1) -> Stage:
     config = w.preference_config(method, round=k)
     critic = w.on_policy_critic_stage(method, k, config)  # the on-policy term's critic: its key enters this one
     return Stage(names[k - 1], _preference(w, method, k), deps=(init, pairs, *([critic] if critic else [])),
-                 resumable=True,
+                 resumable=True, reusable=True,
                  output=model_dir,
                  config=config.model_dump(mode="json", exclude={"output_dir"}),
                  description=f"{w.config.label(names[k - 1])}: {loss_description(config)} from "
