@@ -274,7 +274,8 @@ def results_text(evals: dict[str, list[dict]], labels: dict[str, str], contrasts
     command = " ".join(["python", "benchmarks/experiment.py", *sys.argv[1:]])
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"# PolyAlign experiment\n\nCommand: `{command}`\n\nConfig: `{config}` (methods: "
-            f"{', '.join(labels.values())}). Suite items from the **{split}** split. Wall time so far {(time.time() - started) / 60:.1f} min on this "
+            f"{', '.join(labels.values())}). Suite items from the **{split}** split. Wall time so far "
+            f"{(time.time() - started) / 60:.1f} min on this "
             f"machine (load average at the end {load}).\n\n{results_tables(evals, labels, contrasts, seeds, wall)}\n"
             + (f"\n{rounds_tables(rounds, labels)}\n" if rounds else ""))
 

@@ -220,7 +220,7 @@ def projection_plot(pool_xy: np.ndarray, human_xy: np.ndarray, sides: Mapping[st
         p = pick(pool_xy, pool_languages)
         ax.scatter(p[:, 0], p[:, 1], s=4, color=POOL, alpha=0.4, label="human pool (train)")
         h = pick(human_xy, human_languages)
-        ax.scatter(h[:, 0], h[:, 1], s=8, color=HUMAN, alpha=0.6, label="held-out humans (test)")
+        ax.scatter(h[:, 0], h[:, 1], s=8, color=HUMAN, alpha=0.6, label="held-out humans (suite items)")
         for name, xy in shown.items():
             e = pick(xy, (languages or {}).get(name))
             k = names.index(name)

@@ -71,7 +71,8 @@ def _headline_header(groups: Sequence[tuple[str, str]]) -> list[str]:
 def _meta_lines(result: Mapping[str, Any]) -> list[str]:
     meta = result["metadata"]
     gaps = meta.get("gaps", {})
-    return [f"suite `{meta['suite_version']}` ({meta['suite_dir']}, {meta.get('split', 'test')} split); predictions `{meta['predictions']}` "
+    return [f"suite `{meta['suite_version']}` ({meta['suite_dir']}, {meta.get('split', 'test')} split); "
+            f"predictions `{meta['predictions']}` "
             f"(sha256 {meta['predictions_sha256'][:12]}…, sample {meta['sample']})",
             f"scored {gaps.get('scored')} of {meta['n_items']} items in {len(result['buckets'])} buckets; "
             f"missing {gaps.get('missing', 0)}, empty predictions {gaps.get('empty_predictions', 0)}, rows of "

@@ -167,7 +167,7 @@ class Pipeline:
         """Another finished stage of this work folder with this stage's settings, dependency keys and inputs, its
         files and its dependencies' contents unchanged since it was written; None when there is none."""
         contents = getattr(self, "_contents", {}).get(stage.name)
-        if contents is None:
+        if contents is None or not self.root.is_dir():
             return None
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             record = self.record(folder.name) if folder.name != stage.name else None
@@ -299,7 +299,8 @@ class Pipeline:
             else:
                 shutil.rmtree(partial)
         partial.mkdir(parents=True, exist_ok=True)
-        (partial / KEY_FILE).write_text(key)
+        # a copy cut short is never resumed as a training run: its key file says it was a copy
+        (partial / KEY_FILE).write_text(f"copy of {twin}: {key}" if twin else key)
         faults.point("begin")
         verb = "reuse" if twin else "resume" if resuming else "run"
         self.log(f"[{verb}] {stage.name} ({position})" + (f": {stage.description}" if stage.description else "")

@@ -100,9 +100,9 @@ class Wiring:
         return config
 
     def preference_config(self, method: str, work: Path | None = None, round: int | None = None) -> Any:
-        """The HDPORunConfig of a preference method's round (default: its last): its trainer section, its loss
-        and `on_policy:` overrides, and the wired init (round 1: the method's init; later: the previous round's model, which is
-        also the frozen reference), pairs file, output folder and seed."""
+        """The HDPORunConfig of a preference method's round (default: its last): its trainer section, its `loss:`
+        and `on_policy:` overrides, and the wired init (round 1: the method's init; later: the previous round's
+        model, which is also the frozen reference), pairs file, output folder and seed."""
         from ..config import validate_config
         from ..train.hdpo import HDPORunConfig, LossSection, OnPolicySection, check_training_keys
 
