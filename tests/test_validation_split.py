@@ -135,8 +135,17 @@ def test_a_twin_training_stage_is_copied_not_retrained(tmp_path, shared_data_dir
     _, retrained = run_pipeline(config, targets=["dpo_other"], log=lambda _: None,
                                 trainer_callbacks=lambda: [CountTrainings()])
     assert {r.name: r.status for r in retrained}["dpo_other"] == "reused", "dpo_twin is an intact twin"
+    key = read_json(root / "dpo_other" / "stage.json")["cache_key"]
     shutil.rmtree(root / "dpo_twin")
     shutil.rmtree(root / "dpo_other")
-    _, retrained = run_pipeline(config, targets=["dpo_other"], log=lambda _: None,
+    # and a copy cut short (its partial folder says so) is not resumed as a training run once the twin is gone
+    partial = root / ".dpo_other.partial"
+    partial.mkdir()
+    (partial / ".stage_key").write_text(f"copy of dpo_twin: {key}")
+    (partial / "half_copied.bin").write_bytes(b"x")
+    messages.clear()
+    _, retrained = run_pipeline(config, targets=["dpo_other"], log=messages.append,
                                 trainer_callbacks=lambda: [CountTrainings()])
     assert {r.name: r.status for r in retrained}["dpo_other"] == "ran" and len(trainings) == 3
+    assert any(m.startswith("[run] dpo_other") for m in messages)
+    assert not (root / "dpo_other" / "half_copied.bin").exists()
