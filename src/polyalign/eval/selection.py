@@ -55,10 +55,9 @@ def choose_setting(values: Mapping[str, Mapping[str, Sequence[float | None]]], c
         row = {"method": name, "value": value, "badness": float(badness(spec, np.array([value]))[0]),
                "eligible": bool(np.isfinite(value))}
         for metric, allowance in rule.guards:  # worse than the reference by at most `allowance`
-            delta = _mean(values[name][metric]) - _mean(values[reference][metric])
-            worse = float(badness(registry[metric], np.array([_mean(values[name][metric])]))[0]
-                          - badness(registry[metric], np.array([_mean(values[reference][metric])]))[0])
-            row[f"{metric} vs reference"] = delta
+            mine, ref = _mean(values[name][metric]), _mean(values[reference][metric])
+            worse = float(np.diff(badness(registry[metric], np.array([ref, mine])))[0])
+            row[f"{metric} vs reference"] = mine - ref
             row["eligible"] = row["eligible"] and bool(np.isfinite(worse)) and worse <= allowance
         rows.append(row)
     eligible = [r for r in rows if r["eligible"]]

@@ -42,6 +42,11 @@ KEY_FILE = ".stage_key"
 UNHASHED = (STAGE_RECORD, "cache")
 
 
+def stage_key(name: str, contents: dict[str, Any]) -> str:
+    """The cache key of stage `name` with key contents `contents` (Pipeline.key_contents)."""
+    return sha256_json({"stage": name, **contents})
+
+
 @dataclass
 class StageContext:
     """What a running stage sees: its work directory, the output directories of its dependencies, and whether it
@@ -147,10 +152,11 @@ class Pipeline:
     def partial_dir(self, name: str) -> Path:
         return self.root / f".{name}.partial"
 
-    def keys(self, stages: Sequence[Stage] | None = None) -> dict[str, str]:
-        """The cache key of every stage (a hash of config, dependency keys and input file hashes)."""
+    def key_contents(self, stages: Sequence[Stage] | None = None) -> dict[str, dict[str, Any]]:
+        """What each stage's cache key hashes besides its name: its config, its dependencies' keys and its input
+        files' hashes."""
+        contents: dict[str, dict[str, Any]] = {}
         keys: dict[str, str] = {}
-        self._contents: dict[str, dict[str, Any]] = {}
         file_hashes: dict[Path, str] = {}
         for s in topological_order(stages or self.stages):
             inputs = {}
@@ -159,19 +165,23 @@ class Pipeline:
                 if p not in file_hashes:
                     file_hashes[p] = sha256_file(p) if p.is_file() else sha256_json(str(p))
                 inputs[str(p)] = file_hashes[p]
-            self._contents[s.name] = {"config": s.config, "deps": {d: keys[d] for d in s.deps}, "inputs": inputs}
-            keys[s.name] = sha256_json({"stage": s.name, **self._contents[s.name]})
-        return keys
+            contents[s.name] = {"config": s.config, "deps": {d: keys[d] for d in s.deps}, "inputs": inputs}
+            keys[s.name] = stage_key(s.name, contents[s.name])
+        return contents
 
-    def find_twin(self, stage: Stage) -> str | None:
-        """Another finished stage of this work folder with this stage's settings, dependency keys and inputs, its
-        files and its dependencies' contents unchanged since it was written; None when there is none."""
-        contents = getattr(self, "_contents", {}).get(stage.name)
-        if contents is None or not self.root.is_dir():
+    def keys(self, stages: Sequence[Stage] | None = None) -> dict[str, str]:
+        """The cache key of every stage (a hash of its name, config, dependency keys and input file hashes)."""
+        return {name: stage_key(name, c) for name, c in self.key_contents(stages).items()}
+
+    def find_twin(self, stage: Stage, contents: dict[str, Any]) -> str | None:
+        """Another finished stage of this work folder whose key is `stage`'s key contents under its own name
+        (same settings, dependency keys and inputs), its files and its dependencies' contents unchanged since it
+        was written; None when there is none."""
+        if not self.root.is_dir():
             return None
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             record = self.record(folder.name) if folder.name != stage.name else None
-            if not record or record.get("cache_key") != sha256_json({"stage": folder.name, **contents}):
+            if not record or record.get("cache_key") != stage_key(folder.name, contents):
                 continue
             if record.get("files") is None or check_files(folder, record["files"], exclude=UNHASHED):
                 continue
@@ -234,19 +244,19 @@ class Pipeline:
         unknown = force - {s.name for s in self.stages}
         if unknown:
             raise ConfigError(f"unknown stage(s) to force: {sorted(unknown)}")
-        keys = self.keys(self.stages)
+        contents = self.key_contents(self.stages)
         with WorkdirLock(self.root, wait=wait, log=self.log):
-            return self._run_locked(stages, keys, force, rebuild, full_check)
+            return self._run_locked(stages, contents, force, rebuild, full_check)
 
-    def _run_locked(self, stages: Sequence[Stage], keys: dict[str, str], force: set[str], rebuild: bool,
-                    full_check: bool) -> list[StageResult]:
+    def _run_locked(self, stages: Sequence[Stage], contents: dict[str, dict[str, Any]], force: set[str],
+                    rebuild: bool, full_check: bool) -> list[StageResult]:
         for aside in self.root.glob(".*.old"):  # a kill between moving an old folder aside and the new one in
             shutil.rmtree(aside, ignore_errors=True)
         results: list[StageResult] = []
         started = time.time()
         for position, stage in enumerate(stages, start=1):
             out = self.out_dir(stage.name)
-            key = keys[stage.name]
+            key = stage_key(stage.name, contents[stage.name])
             if stage.name not in force:
                 state, problems = self.check_cached(stage, key, full=full_check)
                 if state == "cached":
@@ -259,16 +269,17 @@ class Pipeline:
                                          f"it to rebuild the stage)")
                 if problems:
                     self.log(f"[rebuild] {stage.name}: {'; '.join(problems)}")
-            results.append(self._run_stage(stage, key, f"{position}/{len(stages)}", started,
-                                           reuse=stage.name not in force))
+            reusable = stage.reusable and stage.name not in force  # --force always runs
+            twin = self.find_twin(stage, contents[stage.name]) if reusable else None
+            results.append(self._run_stage(stage, key, f"{position}/{len(stages)}", started, twin=twin))
         return results
 
     def _run_stage(self, stage: Stage, key: str, position: str, run_started: float, *,
-                   reuse: bool = True) -> StageResult:
+                   twin: str | None = None) -> StageResult:
         partial = self.partial_dir(stage.name)
         with faults.in_stage(stage.name):
             try:
-                return self._run_stage_body(stage, key, position, run_started, reuse=reuse)
+                return self._run_stage_body(stage, key, position, run_started, twin=twin)
             except RefusedError:  # the stage refused its own result: keep nothing of it
                 shutil.rmtree(partial, ignore_errors=True)
                 raise
@@ -283,11 +294,12 @@ class Pipeline:
                                  f"was removed, the cached stages are unchanged") from exc
 
     def _run_stage_body(self, stage: Stage, key: str, position: str, run_started: float, *,
-                        reuse: bool = True) -> StageResult:
+                        twin: str | None = None) -> StageResult:
+        """Run `stage` into its partial folder (resuming it when allowed; copying `twin`'s output instead, when
+        given), record it and move it into place."""
         out = self.out_dir(stage.name)
         partial = self.partial_dir(stage.name)
         resuming = False
-        twin = self.find_twin(stage) if stage.reusable and reuse else None  # --force always runs
         if twin and partial.exists():  # a copy of the finished twin beats resuming an interrupted run
             shutil.rmtree(partial)
         if partial.exists():
