@@ -41,7 +41,7 @@ from polyalign.eval.selection import SelectionRule, choose_setting  # noqa: E402
 from polyalign.eval.tables import md_table  # noqa: E402
 from polyalign.eval.significance import holm, seed_pooled_difference  # noqa: E402
 from polyalign.io import read_json, write_text  # noqa: E402
-from polyalign.pipeline.run import run_pipeline  # noqa: E402
+from polyalign.pipeline.run import finished_pipeline, run_pipeline  # noqa: E402
 from polyalign.pipeline.stages import rounds_methods  # noqa: E402
 
 SHARED_STAGES = ("data", "base", "suite", "val_suite")
@@ -90,13 +90,19 @@ def headline_blocks(evals: dict[str, list[dict]], side: str, view: str = "contex
     return {m: [r["headline"][view][side] for r in runs if side in r["headline"][view]] for m, runs in evals.items()}
 
 
+def recorded_seconds(stage_dirs) -> float:
+    """The wall seconds the stage records (stage.json) of these folders say their stages took when built."""
+    return sum(read_json(Path(d) / "stage.json").get("wall_time_s", 0.0) for d in stage_dirs)
+
+
 def results_tables(evals: dict[str, list[dict]], labels: dict[str, str], contrasts: list[tuple[str, str]],
-                   seeds: list[int], wall: dict[int, float]) -> str:
+                   seeds: list[int], wall: dict[int, tuple[float, float]]) -> str:
     """Markdown: the context view per slice (methods × headline metrics, mean ± seed sd [95% CI]) with the
     held-out humans, the same-prompt items, and the paired tests of the contrasts, Holm-corrected per slice."""
     registry = load_all()
-    lines = [f"Seeds: {', '.join(map(str, seeds))}. Wall time per seed: "
-             + ", ".join(f"seed {s} {wall[s] / 60:.1f} min" for s in seeds) + ".", "",
+    lines = [f"Seeds: {', '.join(map(str, seeds))}. Wall time per seed, this run / recorded in the seed's stage "
+             "records (each stage's wall time when it was built, summed): "
+             + ", ".join(f"seed {s} {wall[s][0] / 60:.1f} / {wall[s][1] / 60:.1f} min" for s in seeds) + ".", "",
              "Context view (groups = language | track | family; length scored inside each group). Cells: mean over "
              "seeds ± seed sd [95% CI, item bootstrap + seed variance]. Held-out humans = the suite items' own "
              "gold responses against the same train pool (the attainable ceiling).", ""]
@@ -177,13 +183,16 @@ def main() -> None:
                              "lowest C2ST badness among those within the utility guards of --reference) and "
                              "append its table")
     parser.add_argument("--reference", default="bucket_sft", help="the reference method of the utility guards")
+    parser.add_argument("--read-only", action="store_true",
+                        help="build nothing and take no lock: combine seeds whose stages are all up to date (e.g. "
+                             "while another process trains other stages in a seed's folder); errors otherwise")
     parser.add_argument("--set", dest="set_", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, as `polyalign run --set` (e.g. 'methods=[bucket_sft,hdpo]')")
     args = parser.parse_args()
     quiet_libraries(tqdm=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     root = Path(args.root)
-    wall: dict[int, float] = {}
+    wall: dict[int, tuple[float, float]] = {}
     evals: dict[str, list[dict]] = {}
     labels: dict[str, str] = {}
     contrasts: list[tuple[str, str]] = []
@@ -191,19 +200,23 @@ def main() -> None:
     started = time.time()
     for i, seed in enumerate(seeds):
         workdir = root / f"seed{seed}"
-        if i > 0:
+        if i > 0 and not args.read_only:
             share_stages(root / f"seed{seeds[0]}", workdir)
         t0 = time.time()
         print(f"== seed {seed}: {workdir}", flush=True)
         overrides = deep_update(parse_override(args.set_), {"workdir": str(workdir), "seed": seed,
                                                             "suite": {"split": args.split}})
-        wiring, _ = run_pipeline(args.config, overrides=overrides, log=_log)
+        if args.read_only:
+            wiring, stage_dirs = finished_pipeline(args.config, overrides)
+        else:
+            wiring, results = run_pipeline(args.config, overrides=overrides, log=_log)
+            stage_dirs = [r.out_dir for r in results]
         config = wiring.config
         labels = {m: config.label(m) for m in config.methods}
         contrasts = config.listed_contrasts()
         if contrasts is None:
             contrasts = [(b, a) for a, b in zip(config.methods, config.methods[1:])]
-        wall[seed] = time.time() - t0
+        wall[seed] = (time.time() - t0, recorded_seconds(stage_dirs))
         for method in config.methods:
             evals.setdefault(method, []).append(read_json(wiring.dir(wiring.eval_stage(f"eval_{method}"))
                                                           / "metrics.json"))
@@ -267,7 +280,7 @@ def rounds_tables(rounds: dict[str, list[dict]], labels: dict[str, str]) -> str:
 
 
 def results_text(evals: dict[str, list[dict]], labels: dict[str, str], contrasts: list[tuple[str, str]],
-                 seeds: list[int], wall: dict[int, float], config: str, started: float,
+                 seeds: list[int], wall: dict[int, tuple[float, float]], config: str, started: float,
                  rounds: dict[str, list[dict]] | None = None, split: str = "test") -> str:
     """The whole results.md: command, config, load average, the tables of `results_tables` and, for methods
     with rounds, those of `rounds_tables`."""

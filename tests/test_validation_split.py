@@ -1,7 +1,8 @@
 """Choosing settings on the validation split (docs/hdpo.md, "Choosing the setting on the validation split"): the
 selection rule against a direct computation; `suite: {split: val}` builds val_* stages beside the test ones,
 from the val records, on the same models and without touching a test-split stage; a per-method `on_policy:`
-override reaches that method's trainer config (wired to its round's critic) and no other."""
+override reaches that method's trainer config (wired to its round's critic) and no other; a finished work folder
+is read without running anything."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 from polyalign.eval.selection import SelectionRule, choose_setting
 from polyalign.io import read_json
 from polyalign.pipeline.config import load_pipeline_config
-from polyalign.pipeline.run import run_pipeline
+from polyalign.errors import ConfigError
+from polyalign.pipeline.run import finished_pipeline, run_pipeline
 from polyalign.pipeline.stages import Wiring, build_stages
 from test_pipeline_run import small_config
 
@@ -69,6 +71,13 @@ def test_val_split_stages_sit_beside_the_test_ones(tmp_path, shared_data_dir):
     # both splits up to date together: rerunning either does nothing
     _, again = run_pipeline(config, targets=["compare"], log=lambda _: None)
     assert all(r.status == "cached" for r in again)
+    # read without running (benchmarks/experiment.py --read-only): every stage's folder, or an error naming
+    # the stages that are behind
+    _, dirs = finished_pipeline(config, {"suite": {"split": "val"}}, targets=["val_compare"])
+    assert {d.name for d in dirs} == {r.name for r in results}
+    (root / "val_eval_sft" / "metrics.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"val_eval_sft \(modified\)"):
+        finished_pipeline(config, {"suite": {"split": "val"}}, targets=["val_compare"])
 
 
 def test_on_policy_override_reaches_only_its_method(shared_data_dir):

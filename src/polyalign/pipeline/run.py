@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from .config import load_pipeline_config
 from .graph import Pipeline, StageResult
 from .stages import Wiring, build_stages, unknown_stage_error, unlisted_methods
@@ -39,3 +40,17 @@ def run_pipeline(config_path: str | Path, *, targets: Iterable[str] | None = Non
         raise unknown_stage_error(unknown, known, unlisted_methods(wiring.config, unknown))
     return wiring, pipeline.run(list(targets) if targets else None, force=force, rebuild=rebuild,
                                 full_check=full_check, wait=wait)
+
+
+def finished_pipeline(config_path: str | Path, overrides: dict[str, Any] | None = None,
+                      targets: Iterable[str] | None = None) -> tuple[Wiring, list[Path]]:
+    """The wiring and the stage folders of a work folder whose selected stages (all by default) are all up to
+    date, found without running anything or taking the lock (another run may hold it for other stages);
+    ConfigError naming the stages that are not."""
+    wiring, pipeline = load_pipeline(config_path, overrides, log=lambda _: None)
+    status = pipeline.status(list(targets or []) or wiring.config.stages)
+    behind = [f"{name} ({state})" for name, state in status.items() if state != "cached"]
+    if behind:
+        raise ConfigError(f"{wiring.root}: stages not up to date: {', '.join(behind)}; run the pipeline to build "
+                          "them")
+    return wiring, [pipeline.out_dir(name) for name in status]
