@@ -90,6 +90,12 @@ def headline_blocks(evals: dict[str, list[dict]], side: str, view: str = "contex
     return {m: [r["headline"][view][side] for r in runs if side in r["headline"][view]] for m, runs in evals.items()}
 
 
+def read_stages(wiring) -> list[str]:
+    """The stages whose files this script reads: every listed method's evaluation and every rounds table."""
+    return ([wiring.eval_stage(f"eval_{m}") for m in wiring.config.methods]
+            + [f"rounds_{m}" for m in rounds_methods(wiring.config)])
+
+
 def recorded_seconds(stage_dirs) -> float:
     """The wall seconds the stage records (stage.json) of these folders say their stages took when built."""
     return sum(read_json(Path(d) / "stage.json").get("wall_time_s", 0.0) for d in stage_dirs)
@@ -207,7 +213,7 @@ def main() -> None:
         overrides = deep_update(parse_override(args.set_), {"workdir": str(workdir), "seed": seed,
                                                             "suite": {"split": args.split}})
         if args.read_only:
-            wiring, stage_dirs = finished_pipeline(args.config, overrides)
+            wiring, stage_dirs = finished_pipeline(args.config, overrides, read_stages)
         else:
             wiring, results = run_pipeline(args.config, overrides=overrides, log=_log)
             stage_dirs = [r.out_dir for r in results]

@@ -43,11 +43,14 @@ def run_pipeline(config_path: str | Path, *, targets: Iterable[str] | None = Non
 
 
 def finished_pipeline(config_path: str | Path, overrides: dict[str, Any] | None = None,
-                      targets: Iterable[str] | None = None) -> tuple[Wiring, list[Path]]:
-    """The wiring and the stage folders of a work folder whose selected stages (all by default) are all up to
-    date, found without running anything or taking the lock (another run may hold it for other stages);
-    ConfigError naming the stages that are not."""
+                      targets: Iterable[str] | Callable[[Wiring], Iterable[str]] | None = None
+                      ) -> tuple[Wiring, list[Path]]:
+    """The wiring and the stage folders of a work folder whose selected stages (all by default; `targets` may
+    be a function of the wiring) and their dependencies are all up to date, found without running anything or
+    taking the lock (another run may hold it for other stages); ConfigError naming the stages that are not."""
     wiring, pipeline = load_pipeline(config_path, overrides, log=lambda _: None)
+    if callable(targets):
+        targets = targets(wiring)
     status = pipeline.status(list(targets or []) or wiring.config.stages)
     behind = [f"{name} ({state})" for name, state in status.items() if state != "cached"]
     if behind:
