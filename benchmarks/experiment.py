@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO / "src"))
 from polyalign.cli.pipeline import _log  # noqa: E402
 from polyalign.config import deep_update, parse_override  # noqa: E402
 from polyalign.progress import quiet_libraries  # noqa: E402
+from polyalign.errors import ConfigError  # noqa: E402
 from polyalign.eval.headline import HEADLINE_METRICS  # noqa: E402
 from polyalign.eval.registry import load_all  # noqa: E402
 from polyalign.eval.rounds import seed_length_rows, seed_rounds_rows  # noqa: E402
@@ -213,7 +214,10 @@ def main() -> None:
         overrides = deep_update(parse_override(args.set_), {"workdir": str(workdir), "seed": seed,
                                                             "suite": {"split": args.split}})
         if args.read_only:
-            wiring, stage_dirs = finished_pipeline(args.config, overrides, read_stages)
+            try:
+                wiring, stage_dirs = finished_pipeline(args.config, overrides, read_stages)
+            except ConfigError as e:
+                raise SystemExit(f"--read-only: {e}") from None
         else:
             wiring, results = run_pipeline(args.config, overrides=overrides, log=_log)
             stage_dirs = [r.out_dir for r in results]

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from polyalign.errors import ConfigError
 from polyalign.eval.selection import SelectionRule, choose_setting
 from polyalign.io import read_json
 from polyalign.pipeline.config import load_pipeline_config
-from polyalign.errors import ConfigError
 from polyalign.pipeline.run import finished_pipeline, run_pipeline
 from polyalign.pipeline.stages import Wiring, build_stages
 from test_pipeline_run import small_config

@@ -52,7 +52,8 @@ def finished_pipeline(config_path: str | Path, overrides: dict[str, Any] | None 
     if callable(targets):
         targets = targets(wiring)
     status = pipeline.status(list(targets or []) or wiring.config.stages)
-    behind = [f"{name} ({state})" for name, state in status.items() if state != "cached"]
+    behind = [f"{name} ({state if pipeline.record(name) else 'not built'})" for name, state in status.items()
+              if state != "cached"]
     if behind:
         raise ConfigError(f"{wiring.root}: stages not up to date: {', '.join(behind)}; run the pipeline to build "
                           "them")
