@@ -78,6 +78,9 @@ def test_val_split_stages_sit_beside_the_test_ones(tmp_path, shared_data_dir):
     (root / "val_eval_sft" / "metrics.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"val_eval_sft \(modified\)"):
         finished_pipeline(config, {"suite": {"split": "val"}}, targets=["val_compare"])
+    shutil.rmtree(root / "val_eval_sft")
+    with pytest.raises(ConfigError, match=r"val_eval_sft \(not built\)"):
+        finished_pipeline(config, {"suite": {"split": "val"}}, targets=["val_compare"])
     # only the selected stages and what they need are checked: base's evaluation is still readable
     _, dirs = finished_pipeline(config, {"suite": {"split": "val"}}, lambda w: [w.eval_stage("eval_base")])
     assert {"val_eval_base", "val_gen_base", "val_suite", "base"} <= {d.name for d in dirs}
