@@ -98,7 +98,8 @@ def read_stages(wiring) -> list[str]:
 
 
 def recorded_seconds(stage_dirs) -> float:
-    """The wall seconds the stage records (stage.json) of these folders say their stages took when built."""
+    """The wall seconds the stage records (stage.json) of these folders say their stages took when built (a
+    resumed stage's record holds its last run only, a reused one's its copy: a lower bound)."""
     return sum(read_json(Path(d) / "stage.json").get("wall_time_s", 0.0) for d in stage_dirs)
 
 
@@ -108,7 +109,8 @@ def results_tables(evals: dict[str, list[dict]], labels: dict[str, str], contras
     held-out humans, the same-prompt items, and the paired tests of the contrasts, Holm-corrected per slice."""
     registry = load_all()
     lines = [f"Seeds: {', '.join(map(str, seeds))}. Wall time per seed, this run / recorded in the seed's stage "
-             "records (each stage's wall time when it was built, summed): "
+             "records (each stage's wall time when it was built, summed; a resumed stage counts its last run only and "
+             "a stage reused from a twin its copy, so this is a lower bound): "
              + ", ".join(f"seed {s} {wall[s][0] / 60:.1f} / {wall[s][1] / 60:.1f} min" for s in seeds) + ".", "",
              "Context view (groups = language | track | family; length scored inside each group). Cells: mean over "
              "seeds ± seed sd [95% CI, item bootstrap + seed variance]. Held-out humans = the suite items' own "
